@@ -1,0 +1,26 @@
+"""creditgym: multi-turn text environments, pluggable credit assignment, RL trainers for LLM agents.
+
+`import creditgym` registers every built-in env id with gymnasium (string entry points: no env family
+is imported until `gymnasium.make` asks for it).
+"""
+
+from creditgym.batch import CreditBatch
+from creditgym.checker import CheckReport, CheckResult, check_env
+from creditgym.registry import register, register_builtin_envs
+from creditgym.trajectory import Episode, TaskSpec, Turn
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckReport",
+    "CheckResult",
+    "CreditBatch",
+    "Episode",
+    "TaskSpec",
+    "Turn",
+    "__version__",
+    "check_env",
+    "register",
+]
+
+register_builtin_envs()

@@ -1,0 +1,1 @@
+"""Trainers: GRPO-family, PPO, SFT (design/METHODS.md)."""
