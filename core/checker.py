@@ -351,11 +351,22 @@ def check_env(env: gymnasium.Env | str, n_seeds: int = 5, n_fuzz: int = 64, stri
     deterministic = bool(env.unwrapped.metadata.get("deterministic", True))
 
     def gym_check() -> None:
+        import dataclasses
+
+        from gymnasium.envs.registration import EnvSpec
         from gymnasium.utils.env_checker import check_env as gym_check_env
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            gym_check_env(env.unwrapped, skip_render_check=True)
+        u = env.unwrapped
+        saved = u.spec
+        if not deterministic:  # gymnasium reads the flag from the spec; creditgym from metadata
+            base = saved if saved is not None else EnvSpec(id=f"{type(u).__name__}-v0", entry_point=type(u))
+            u.spec = dataclasses.replace(base, nondeterministic=True)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                gym_check_env(u, skip_render_check=True)
+        finally:
+            u.spec = saved
 
     checks: list[tuple[str, Callable[[], Any], bool]] = [
         ("gymnasium.check_env", gym_check, True),

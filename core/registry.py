@@ -56,6 +56,22 @@ def entry_point_string(entry_point: str | Callable[..., Any] | None) -> str:
     return f"{entry_point.__module__}:{entry_point.__qualname__}"
 
 
+def _same_source(a: Any, b: Any) -> bool:
+    """Two classes with the same qualname defined in the same file: a file imported twice under two
+    module names (e.g. by a test and by `creditgym check file.py:ID`) registers the same env."""
+    import inspect
+
+    if isinstance(a, str) or isinstance(b, str) or a is None or b is None:
+        return False
+    try:
+        fa, fb = inspect.getsourcefile(a), inspect.getsourcefile(b)
+    except TypeError:
+        return False
+    from pathlib import Path
+
+    return fa is not None and fb is not None and Path(fa).resolve() == Path(fb).resolve() and a.__qualname__ == b.__qualname__
+
+
 def register(
     id: str,
     entry_point: str | Callable[..., Any],
@@ -72,7 +88,8 @@ def register(
     ep = entry_point_string(entry_point)
     existing = gymnasium.registry.get(id)
     if existing is not None:
-        same = entry_point_string(existing.entry_point) == ep and dict(existing.kwargs) == dict(kwargs or {})
+        same_ep = entry_point_string(existing.entry_point) == ep or _same_source(existing.entry_point, entry_point)
+        same = same_ep and dict(existing.kwargs) == dict(kwargs or {})
         if same:
             return
         raise ValueError(

