@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from creditgym.trajectory import Episode
 
 __all__ = ["CreditBatch", "prefix_node_ids"]

@@ -17,6 +17,7 @@ from typing import Any
 
 import gymnasium
 import numpy as np
+
 from creditgym.spaces import Text
 
 __all__ = ["CheckReport", "CheckResult", "check_env"]

@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import creditgym
 import numpy as np
+
+import creditgym
 from creditgym.agents.base import Context
 from creditgym.agents.scripted import register_scripted
 from creditgym.envs import Invalid, Outcome, Parsed, Task, TextEnv, split_of_key
