@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import tenacity
+
 from creditgym.envs.base import BackendError
 
 __all__ = ["JsonClient"]

@@ -25,8 +25,9 @@ from typing import Any, ClassVar
 
 import gymnasium
 import numpy as np
-from creditgym.spaces import Text
 from gymnasium.utils import seeding
+
+from creditgym.spaces import Text
 
 __all__ = [
     "SPLITS",

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
 from creditgym.agents.base import Context, Generation, Sampling
 from creditgym.agents.scripted.tokenizer import ByteTokenizer
 
