@@ -1,0 +1,50 @@
+"""Regenerate the shipped self-search data: `python -m creditgym.envs.selfsearch.build_data`.
+
+Writes `data/tasks.jsonl.gz`: 500 frozen questions per split about the knowledge world (the search
+family's train world, shipped in `creditgym/envs/search/data/worlds.jsonl.gz`), tagged with
+GENERATOR_VERSION and byte-reproducible.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from creditgym.envs.base import SPLITS
+from creditgym.envs.search.build_data import gzip_jsonl
+from creditgym.envs.search.tasks import GENERATOR_VERSION
+from creditgym.envs.selfsearch.tasks import generate_selfsearch_task
+
+__all__ = ["DATA_DIR", "task_rows", "write_all"]
+
+DATA_DIR = Path(__file__).parent / "data"
+TASKS_PER_SPLIT = 500
+
+
+def task_rows(n: int = TASKS_PER_SPLIT) -> list[dict[str, Any]]:
+    rows = []
+    for i, split in enumerate(SPLITS):
+        rng = np.random.default_rng([GENERATOR_VERSION, 100 + i])
+        for _ in range(n):
+            t = generate_selfsearch_task(rng, split)
+            rows.append({
+                "generator_version": GENERATOR_VERSION, "split": split, "task_id": t.task_id,
+                "question": t.prompt, "golden_answers": list(t.gold), "hops": t.difficulty,
+            })
+    return rows
+
+
+def write_all(out_dir: Path = DATA_DIR) -> dict[str, int]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = gzip_jsonl(task_rows())
+    (out_dir / "tasks.jsonl.gz").write_bytes(data)
+    return {"tasks.jsonl.gz": len(data)}
+
+
+if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(level=logging.INFO)
+    logging.getLogger(__name__).info("wrote %s", write_all())
