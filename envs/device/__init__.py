@@ -1,0 +1,24 @@
+"""Device family: phone control with AndroidWorld-style JSON actions (ENVS.md section 4).
+
+`creditgym/Device-v0` -> `DeviceEnv()`: a simulated phone in pure Python (Settings, Contacts,
+Messages, Search, Shop) or, with `backend="adb"`, a real device or emulator over adb.
+"""
+
+from creditgym.envs.device.actions import DeviceAction, parse_action
+from creditgym.envs.device.env import DeviceEnv
+from creditgym.envs.device.screen import UIElement, parse_screen, render_screen
+from creditgym.envs.device.state import DeviceState
+from creditgym.envs.device.tasks import TEMPLATES, generate_task, task_from_id
+
+__all__ = [
+    "TEMPLATES",
+    "DeviceAction",
+    "DeviceEnv",
+    "DeviceState",
+    "UIElement",
+    "generate_task",
+    "parse_action",
+    "parse_screen",
+    "render_screen",
+    "task_from_id",
+]
