@@ -1,0 +1,60 @@
+"""Run the Tools family's scripted expert (and the random baseline) and print success rates.
+
+    python examples/tools_expert.py                        # 20 test-split seeds per difficulty
+    python examples/tools_expert.py --env creditgym/ToolsPython-v0 --seeds 200
+
+The expert reads only the raw observations (as any policy would through `Context.obs_texts`), runs
+the reference plan with the env's tools (calculator, sandboxed python, files, key-value store) and
+answers from the last tool result.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import gymnasium
+import numpy as np
+
+import creditgym  # noqa: F401  (registers the creditgym/ env ids)
+from creditgym.agents.base import Context
+from creditgym.agents.scripted import scripted_functions
+
+
+def success_rate(env_id: str, which: str, difficulty: int, seeds: int, split: str = "test") -> tuple[float, float]:
+    """(success rate, mean tool calls) of the expert or random policy over `seeds` seeds."""
+    expert, random = scripted_functions(env_id)
+    act = expert if which == "expert" else random
+    env = gymnasium.make(env_id, split=split, difficulty=difficulty)
+    rng = np.random.default_rng(0)
+    wins, calls = 0.0, 0.0
+    for seed in range(seeds):
+        obs, _ = env.reset(seed=seed)
+        ctx = Context(obs_texts=[obs])
+        while True:
+            action = act(ctx, rng)
+            obs, _, terminated, truncated, info = env.step(action)
+            ctx.action_texts.append(action)
+            ctx.obs_texts.append(obs)
+            if terminated or truncated:
+                break
+        wins += info["reward_components"]["success"]
+        calls += info["reward_components"]["n_calls"]
+    env.close()
+    return wins / seeds, calls / seeds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--env", default="creditgym/Tools-v0")
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--split", default="test")
+    args = ap.parse_args()
+    for difficulty in (1, 2, 3):
+        for which in ("expert", "random"):
+            rate, calls = success_rate(args.env, which, difficulty, args.seeds, args.split)
+            print(f"{args.env} {args.split} difficulty={difficulty} {which:>6}: success {rate:.3f} "
+                  f"(mean tool calls {calls:.2f}, {args.seeds} seeds)")
+
+
+if __name__ == "__main__":
+    main()

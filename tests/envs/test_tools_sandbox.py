@@ -1,0 +1,225 @@
+"""Sandbox levels: limits (CPU, memory, output, file size, processes) and, under bubblewrap, network and
+filesystem isolation. Every limit is checked through the env, which must keep working afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+
+import pytest
+
+from creditgym.envs.tools import SandboxLimits, ToolsEnv, bwrap_available, make_sandbox
+
+BWRAP_OK, BWRAP_WHY = bwrap_available()
+LEVELS = [
+    pytest.param("bwrap", marks=pytest.mark.skipif(not BWRAP_OK, reason=f"bubblewrap unusable: {BWRAP_WHY}")),
+    "subprocess",
+]
+LIMITS = SandboxLimits(timeout_s=1.5, memory_mb=256, pids=32)
+
+FORK_LOOP = """
+import os, time
+{fork_def}
+n = 0
+for i in range(200):
+    try:
+        pid = fork()
+    except OSError as e:
+        print("fork failed:", type(e).__name__)
+        break
+    if pid < 0:
+        print("fork failed: -1")
+        break
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    n += 1
+print("forked", n)
+"""
+OS_FORK = "fork = os.fork"
+# ctypes walks around the subprocess level's audit hook: the pids cgroup must still bound it.
+LIBC_FORK = "import ctypes\nfork = ctypes.CDLL(None, use_errno=True).fork"
+
+CASES = {
+    "cpu": ("while True:\n    pass\n", "time limit"),
+    "memory": ("x = bytearray(4 * 1024 ** 3)\nprint(len(x))\n", "memory limit"),
+    "output": ("import sys\nline = 'y' * 99 + '\\n'\nfor _ in range(10 ** 6):\n    sys.stdout.write(line)\n", "output limit"),
+    "lines": ("for i in range(10 ** 7):\n    print(i)\n", "output limit"),
+    "write": ("with open('big.bin', 'wb') as f:\n    for _ in range(100):\n        f.write(b'z' * 1_000_000)\n", "file size limit"),
+}
+
+
+# Every test run names its process (and so its forks) with a token; leftovers are found by that name,
+# so sandbox runs of other processes on the machine do not count.
+TOKEN = f"cgt{os.getpid() % 100000:05d}"
+NAME_LINE = f"import ctypes as _c; _c.CDLL(None).prctl(15, b{TOKEN!r}, 0, 0, 0)\n"
+
+
+def _leftovers() -> list[int]:
+    """Live processes started by this test module's sandbox runs."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                status = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        # A zombie is dead (killed, waiting for PID 1 to reap it): only live processes count.
+        if status.get("Name", "").strip() == TOKEN and not status.get("State", "").startswith("Z"):
+            out.append(int(pid))
+    return out
+
+
+def _python(code: str) -> str:
+    return "<tool_call>\n" + json.dumps({"name": "python", "arguments": {"code": code}}) + "\n</tool_call>"
+
+
+@pytest.fixture(scope="module", params=LEVELS)
+def env(request: pytest.FixtureRequest) -> ToolsEnv:
+    e = ToolsEnv(task_types=("arith",), tools=("python",), sandbox=request.param, timeout_s=LIMITS.timeout_s,
+                 memory_mb=LIMITS.memory_mb, max_turns=50)
+    yield e
+    e.close()
+
+
+def _run(env: ToolsEnv, code: str) -> dict:
+    if env.turn >= env.max_turns - 2 or env._done:
+        env.reset(seed=0)
+    _, _, _, _, info = env.step(_python(NAME_LINE + code))
+    assert info["invalid"] is False
+    return json.loads(info["tool_results"][0])
+
+
+def _still_works(env: ToolsEnv) -> None:
+    res = _run(env, "print(6 * 7)")
+    assert res["ok"] is True and res["result"]["stdout"] == "42\n"
+    assert _leftovers() == []
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_limit_stops_run_with_clear_observation(env: ToolsEnv, case: str) -> None:
+    code, message = CASES[case]
+    res = _run(env, code)
+    assert res["ok"] is False and message in res["error"], res
+    if case == "cpu":
+        assert res["result"]["timed_out"] is True
+    if case in ("output", "lines"):
+        assert res["result"]["output_truncated"] is True
+        assert len(res["result"]["stdout"]) <= env.max_output_chars + 40
+    if case == "memory":
+        assert "MemoryError" in res["result"]["stderr"] and res["result"]["timed_out"] is False
+    _still_works(env)
+
+
+@pytest.mark.parametrize("fork_def", [OS_FORK, LIBC_FORK], ids=["os.fork", "libc.fork"])
+def test_fork_loop_is_bounded_and_nothing_is_left(env: ToolsEnv, fork_def: str) -> None:
+    res = _run(env, FORK_LOOP.format(fork_def=fork_def))
+    out = res["result"]["stdout"] + res["result"]["stderr"]
+    if env.sandbox.level == "subprocess" and fork_def == OS_FORK:
+        assert "fork failed: PermissionError" in out  # the audit hook refuses it
+    else:
+        assert "fork failed" in out, out  # the pids cgroup (pids.max) stopped the loop
+        assert "forked 200" not in out
+    _still_works(env)
+
+
+def test_binary_output_and_closed_stdout(env: ToolsEnv) -> None:
+    res = _run(env, "import sys\nsys.stdout.buffer.write(bytes(range(256)))\n")
+    assert res["ok"] is True and "\ufffd" in res["result"]["stdout"]
+    res = _run(env, "import os\nos.close(1)\nprint('gone')\n")
+    assert res["ok"] is False and res["result"]["stdout"] == ""
+    _still_works(env)
+
+
+def test_sandbox_info_reports_isolation(env: ToolsEnv) -> None:
+    _, _, _, _, info = env.step(_python("print(1)"))
+    if env.sandbox.level == "subprocess":
+        assert info["sandbox"] == {"level": "subprocess", "network_isolated": False}
+    else:
+        assert info["sandbox"] == {"level": "bwrap", "network_isolated": True}
+
+
+@pytest.fixture()
+def listener() -> tuple[int, list]:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(5)
+    srv.settimeout(0.2)
+    seen: list = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            seen.append(conn)
+            conn.close()
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield srv.getsockname()[1], seen
+    stop.set()
+    t.join(1)
+    srv.close()
+
+
+CONNECT = "import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\nprint('CONNECTED')\n"
+
+
+@pytest.mark.skipif(not BWRAP_OK, reason=f"bubblewrap unusable: {BWRAP_WHY}")
+def test_bwrap_denies_network_and_outside_files(listener: tuple[int, list], tmp_path) -> None:
+    port, seen = listener
+    sb = make_sandbox("bwrap", LIMITS)
+    r = sb.run(CONNECT.format(port=port))
+    assert "CONNECTED" not in r.stdout and r.exit_code != 0 and seen == []
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOPSECRET-42")
+    r = sb.run(f"print(open({str(secret)!r}).read())")
+    assert "TOPSECRET" not in r.stdout and r.exit_code != 0
+    outside = tmp_path / "outside.txt"
+    r = sb.run(f"open({str(outside)!r}, 'w').write('x')\n")
+    assert r.exit_code != 0 and not outside.exists()
+    r = sb.run("open('/etc/creditgym-test', 'w').write('x')\n")
+    assert r.exit_code != 0 and not os.path.exists("/etc/creditgym-test")
+    r = sb.run("open('inside.txt', 'w').write('ok')\n")
+    assert r.exit_code == 0 and r.files == {"inside.txt": "ok"}
+
+
+def test_subprocess_level_is_not_network_isolated(listener: tuple[int, list]) -> None:
+    port, seen = listener
+    sb = make_sandbox("subprocess", LIMITS)
+    assert sb.network_isolated is False and sb.info() == {"level": "subprocess", "network_isolated": False}
+    r = sb.run(CONNECT.format(port=port))
+    # The audit hook refuses casual socket use, but this level promises no network isolation.
+    assert "sandbox: socket" in r.stderr and "CONNECTED" not in r.stdout
+
+
+def test_explicit_unknown_level_raises() -> None:
+    with pytest.raises(ValueError, match="sandbox must be one of"):
+        make_sandbox("vm", LIMITS)
+
+
+def test_auto_falls_back_in_order(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from creditgym.envs.tools import sandbox as sbx
+
+    monkeypatch.setattr(sbx, "bwrap_available", lambda path=sbx.BWRAP: (False, "probe failed"))
+    monkeypatch.setattr(sbx, "docker_available", lambda timeout_s=2.0: False)
+    with caplog.at_level("WARNING"):
+        sb = make_sandbox("auto", LIMITS)
+    assert sb.level == "subprocess" and "not a security boundary" in caplog.text
+    if BWRAP_OK:
+        monkeypatch.undo()
+        assert make_sandbox("auto", LIMITS).level == "bwrap"
+
+
+def test_explicit_bwrap_without_bwrap_raises_with_hint() -> None:
+    from creditgym.envs.tools.sandbox import BwrapSandbox
+
+    with pytest.raises(RuntimeError, match=r"not usable.*install bubblewrap"):
+        BwrapSandbox(LIMITS, bwrap="/nonexistent/bwrap")
