@@ -147,7 +147,7 @@ class MCPClient:
         fut = asyncio.run_coroutine_threadsafe(_call(), self._loop)
         try:
             result = fut.result(timeout=self.timeout_s + 2.0)
-        except (concurrent.futures.TimeoutError, asyncio.TimeoutError, TimeoutError):
+        except (concurrent.futures.TimeoutError, TimeoutError):
             fut.cancel()
             return {"name": env_name, "ok": False, "error": f"timed out after {self.timeout_s:g} s"}
         except Exception as e:  # a dead server surfaces as several exception types
