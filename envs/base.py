@@ -21,7 +21,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium
 import numpy as np
@@ -139,7 +139,7 @@ def _fingerprint(kind: str, request: Any) -> str:
 class TextEnv(gymnasium.Env[str, str]):
     """Base class: text observations and actions, a turn budget, invalid-action handling, replay."""
 
-    metadata: ClassVar[dict[str, Any]] = {
+    metadata: dict[str, Any] = {  # gymnasium convention; families may override it per instance
         "render_modes": ["ansi"],
         "deterministic": True,
         "obs_role": "user",
@@ -172,7 +172,7 @@ class TextEnv(gymnasium.Env[str, str]):
         self.render_mode = render_mode
         self.observation_space = Text(max_length=self.max_obs_chars + 64)
         self.action_space = Text(max_length=self.max_action_chars)
-        self.task: Task | None = None
+        self.task: Task = Task(task_id="")  # replaced on reset; task_id '' = no episode yet
         self._task_rng: np.random.Generator | None = None
         self._turn = 0
         self._done = True
@@ -272,7 +272,6 @@ class TextEnv(gymnasium.Env[str, str]):
         self._backend_calls = 0
 
     def _reset_info(self) -> dict[str, Any]:
-        assert self.task is not None
         info: dict[str, Any] = {
             "task_id": self.task.task_id,
             "state_key": self._state_key(),
@@ -358,7 +357,7 @@ class TextEnv(gymnasium.Env[str, str]):
         return payload["ok"]
 
     def _store_backend_log(self) -> None:
-        if self.task is None or not self._backend_log:
+        if not self.task.task_id or not self._backend_log:
             return
         key = (self.task.task_id, self._reset_seed)
         self._backend_lru[key] = list(self._backend_log)

@@ -271,7 +271,7 @@ def _distractors(n: int) -> list[UIElement]:
     for j in range(min(n, len(DISTRACTORS))):
         cls, label = DISTRACTORS[j]
         x1, y1 = (j % per_row) * w, 1880 + (j // per_row) * 140
-        kw = {"desc": label} if cls == "ImageButton" else {"text": label}
+        kw: dict[str, Any] = {"desc": label} if cls == "ImageButton" else {"text": label}
         out.append(UIElement(cls, (x1, y1, x1 + w, y1 + 140), clickable=cls != "TextView", action=("noop",), **kw))
     return out
 
