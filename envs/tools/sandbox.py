@@ -167,9 +167,11 @@ class BwrapSandbox(_LocalSandbox):
         argv = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session"]
         for p in ("/usr", "/bin", "/lib", "/lib64", "/etc"):
             argv += ["--ro-bind-try", p, p]
+        # tmpfs /tmp first: a checkout (and its venv) may itself live under /tmp and must stay visible.
+        argv += ["--tmpfs", "/tmp"]
         for p in sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), sys.prefix}):
             argv += ["--ro-bind-try", p, p]
-        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind", workdir, "/sandbox",
+        argv += ["--proc", "/proc", "--dev", "/dev", "--bind", workdir, "/sandbox",
                  "--chdir", "/sandbox", "--clearenv"]
         for k, v in CLEAN_ENV.items():
             argv += ["--setenv", k, v]
