@@ -1,0 +1,248 @@
+"""OpenAIPolicy: any OpenAI-compatible HTTP endpoint (chat or completions) as a Policy.
+
+For evaluation, opponents, simulators and judges; not trainable. Requests run in a thread pool
+bounded by `max_concurrency`, each with a timeout and tenacity retries with exponential backoff
+(`backoff_base_s * 2**i`, capped at 8 s) on timeouts, dropped connections, 429, 5xx and malformed
+responses; other 4xx fail at once. Token ids and logprobs come from the server when it returns
+them (vLLM's `token_ids` / `return_tokens_as_token_ids`, the OpenAI `logprobs` fields); otherwise
+the text is tokenized with the local tokenizer (the ByteTokenizer by default) and logprobs are 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import tenacity
+
+from creditgym.agents.base import Context, Generation, Sampling
+from creditgym.agents.scripted.tokenizer import ByteTokenizer
+
+__all__ = ["OpenAIError", "OpenAIPolicy"]
+
+log = logging.getLogger(__name__)
+_TOKEN_ID = re.compile(r"^token_id:(\d+)$")
+
+
+class OpenAIError(RuntimeError):
+    """A request failed after its retries (or at once, for a 4xx). `kind`: timeout, connection,
+    http_<status>, bad_response."""
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
+class _Retryable(Exception):
+    def __init__(self, err: OpenAIError):
+        super().__init__(str(err))
+        self.err = err
+
+
+class OpenAIPolicy:
+    """Generate through `{base_url}/chat/completions` (`api="chat"`, sends `Context.messages`) or
+    `{base_url}/completions` (`api="completions"`, sends `Context.ids` when a local tokenizer
+    matching the server's is given, else the decoded prompt text).
+
+    `server="vllm"` adds vLLM's extra fields (top_k, stop strings kept in the output, token ids
+    returned); `extra_body` is merged into every request; `on_error="empty"` turns a failed
+    request into an empty Generation with `finish_reason="error"` instead of raising.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api: str = "chat",
+        tokenizer: Any = None,
+        api_key: str | None = None,
+        max_concurrency: int = 8,
+        timeout_s: float = 60.0,
+        max_retries: int = 3,
+        backoff_base_s: float = 0.5,
+        request_logprobs: bool = True,
+        server: str = "generic",
+        extra_body: Mapping[str, Any] | None = None,
+        on_error: str = "raise",
+    ):
+        url = httpx.URL(base_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"base_url must look like http://host:port/v1, got {base_url!r}")
+        if api not in ("chat", "completions"):
+            raise ValueError(f"api must be 'chat' or 'completions', got {api!r}")
+        if server not in ("generic", "vllm"):
+            raise ValueError(f"server must be 'generic' or 'vllm', got {server!r}")
+        if on_error not in ("raise", "empty"):
+            raise ValueError(f"on_error must be 'raise' or 'empty', got {on_error!r}")
+        self.base_url = str(url).rstrip("/")
+        self.model_name, self.api, self.server, self.on_error = model, api, server, on_error
+        self.local_tokenizer = tokenizer is not None
+        self.tokenizer = tokenizer if tokenizer is not None else ByteTokenizer()
+        self.max_concurrency = max(1, int(max_concurrency))
+        self.timeout_s, self.max_retries, self.backoff_base_s = (
+            float(timeout_s),
+            int(max_retries),
+            float(backoff_base_s),
+        )
+        self.request_logprobs = bool(request_logprobs)
+        self.extra_body = dict(extra_body or {})
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        limits = httpx.Limits(
+            max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency
+        )
+        self._client = httpx.Client(
+            base_url=self.base_url, timeout=self.timeout_s, headers=headers, limits=limits
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> OpenAIPolicy:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- requests
+    def _body(self, ctx: Context, sampling: Sampling, index: int) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model_name, "max_tokens": sampling.max_new_tokens, "n": 1}
+        body["temperature"] = max(0.0, float(sampling.temperature))
+        if sampling.top_p < 1.0:
+            body["top_p"] = sampling.top_p
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)
+        if sampling.seed is not None:
+            body["seed"] = int(sampling.seed) + index  # rows of a group must not share one sample
+        if self.api == "chat":
+            if not ctx.messages:
+                raise ValueError(
+                    "api='chat' needs Context.messages; use api='completions' for token-id prompts"
+                )
+            body["messages"] = ctx.messages
+            if self.request_logprobs:
+                body["logprobs"] = True
+        else:
+            if self.local_tokenizer and ctx.ids:
+                body["prompt"] = [int(i) for i in ctx.ids]
+            elif ctx.ids:
+                body["prompt"] = self.tokenizer.decode(ctx.ids)
+            else:
+                body["prompt"] = "".join(m.get("content") or "" for m in ctx.messages)
+            if self.request_logprobs:
+                body["logprobs"] = 1
+        if self.server == "vllm":
+            body.update(
+                include_stop_str_in_output=True, return_tokens_as_token_ids=True, return_token_ids=True
+            )
+            if sampling.top_k > 0:
+                body["top_k"] = sampling.top_k
+        body.update(self.extra_body)
+        return body
+
+    def _post_once(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            resp = self._client.post(path, json=body)
+        except httpx.TimeoutException as e:
+            raise _Retryable(
+                OpenAIError("timeout", f"POST {path}: no answer within {self.timeout_s}s")
+            ) from e
+        except httpx.TransportError as e:
+            raise _Retryable(
+                OpenAIError("connection", f"POST {self.base_url}{path}: {type(e).__name__}: {e}")
+            ) from e
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise _Retryable(OpenAIError(f"http_{resp.status_code}", resp.text[:200]))
+        if resp.status_code >= 400:
+            raise OpenAIError(
+                f"http_{resp.status_code}", f"{resp.text[:300]} (request fields: {sorted(body)})"
+            )
+        try:
+            data = resp.json()
+        except (json.JSONDecodeError, ValueError) as e:
+            raise _Retryable(OpenAIError("bad_response", f"not JSON: {resp.text[:200]!r}")) from e
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
+            raise _Retryable(OpenAIError("bad_response", f"no 'choices' in {str(data)[:200]}"))
+        return data
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.max_retries + 1),
+            wait=tenacity.wait_exponential(multiplier=self.backoff_base_s, max=8.0),
+            retry=tenacity.retry_if_exception_type(_Retryable),
+            reraise=True,
+        )
+        try:
+            return retrying(self._post_once, path, body)
+        except _Retryable as e:
+            raise OpenAIError(e.err.kind, f"{e.err} (after {self.max_retries} retries)") from e
+
+    # ----------------------------------------------------------------- responses
+    def _parse(self, data: dict[str, Any], sampling: Sampling) -> Generation:
+        choice = data["choices"][0]
+        if not isinstance(choice, dict):
+            raise OpenAIError("bad_response", f"choice is not an object: {str(choice)[:200]}")
+        if self.api == "chat":
+            text = (choice.get("message") or {}).get("content") or ""
+            entries = ((choice.get("logprobs") or {}).get("content")) or []
+            tokens = [e.get("token", "") for e in entries if isinstance(e, dict)]
+            lps = [float(e.get("logprob", 0.0)) for e in entries if isinstance(e, dict)]
+        else:
+            text = choice.get("text") or ""
+            lp = choice.get("logprobs") or {}
+            tokens = list(lp.get("tokens") or [])
+            lps = [float(x) if x is not None else 0.0 for x in (lp.get("token_logprobs") or [])]
+        finish = "length" if choice.get("finish_reason") == "length" else "stop"
+        stop_reason = choice.get("stop_reason")
+        if isinstance(stop_reason, str) and stop_reason in sampling.stop and not text.endswith(stop_reason):
+            text += stop_reason  # servers drop the stop string from the text; the env must see it
+        ids = self._server_ids(choice, tokens)
+        if ids is not None and len(lps) != len(ids):
+            lps = [0.0] * len(ids)
+        if ids is None:
+            ids = list(self.tokenizer.encode(text, add_special_tokens=False))
+            lps = lps if (self.local_tokenizer and len(lps) == len(ids)) else [0.0] * len(ids)
+            eos = getattr(self.tokenizer, "eos_token_id", None)
+            if (
+                finish == "stop"
+                and eos is not None
+                and not any(s and text.endswith(s) for s in sampling.stop)
+            ):
+                ids.append(int(eos))  # the model ended its turn: same convention as ScriptedPolicy
+                lps.append(0.0)
+        return Generation(tuple(int(i) for i in ids), tuple(lps), text, finish)
+
+    def _server_ids(self, choice: dict[str, Any], tokens: list[str]) -> list[int] | None:
+        """Token ids the server reported: a `token_ids` field, or `token_id:N` logprob tokens."""
+        if not self.local_tokenizer:
+            return None  # ids of an unknown vocabulary would not match our tokenizer
+        raw = choice.get("token_ids")
+        if isinstance(raw, list) and all(isinstance(i, int) for i in raw):
+            return list(raw)
+        matches = [_TOKEN_ID.match(t) for t in tokens]
+        if tokens and all(matches):
+            return [int(m.group(1)) for m in matches if m]
+        return None
+
+    def _one(self, ctx: Context, sampling: Sampling, index: int) -> Generation:
+        path = "/chat/completions" if self.api == "chat" else "/completions"
+        try:
+            return self._parse(self._post(path, self._body(ctx, sampling, index)), sampling)
+        except OpenAIError as e:
+            if self.on_error == "raise":
+                raise
+            log.warning("OpenAIPolicy request %d failed: %s", index, e)
+            return Generation((), (), "", "error")
+
+    def generate(self, contexts: list[Context], sampling: Sampling) -> list[Generation]:
+        """One request per context, at most `max_concurrency` in flight; results keep the order."""
+        if not contexts:
+            return []
+        if len(contexts) == 1 or self.max_concurrency == 1:
+            return [self._one(c, sampling, i) for i, c in enumerate(contexts)]
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(contexts))) as pool:
+            return list(pool.map(self._one, contexts, [sampling] * len(contexts), range(len(contexts))))
