@@ -1,0 +1,469 @@
+"""The rollout Collector: many episodes at once, exact token bookkeeping (ARCHITECTURE.md, "Policies").
+
+`Collector(policy, env_id, group_size=G).collect(num_groups, seed)` plays `num_groups * G` episodes
+over a pool of envs, batching generation across every episode still active (episodes end at
+different turns). Episodes of a group share task and seed (GRPO groups, arXiv 2402.03300). Token
+ids are token-in, token-out: `Turn.obs_ids` are exactly the tokens appended before each action (the
+chat-template delta, `rollout_chat.py`) and `Turn.action_ids` exactly what the policy sampled, so
+the packed `ids_BT` of `CreditBatch.from_episodes` is what the policy saw and sampled. See
+docs/collector.md for the full list of duties (roles, stop strings, responders, self-play,
+greedy baselines, branching, probes, timing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import gymnasium
+import numpy as np
+
+from creditgym.agents.base import Context, Generation, Sampling
+from creditgym.agents.rollout_chat import ChatRenderer, char_mask_to_token_mask
+from creditgym.agents.rollout_envs import EnvPool
+from creditgym.agents.rollout_state import (
+    Match,
+    RoleConv,
+    StartSpec,
+    append_assistant,
+    build_episodes,
+    prefix_conv,
+)
+from creditgym.batch import prefix_node_ids
+from creditgym.store import RolloutStore
+from creditgym.trajectory import Episode, TaskSpec
+
+__all__ = ["Collector"]
+
+log = logging.getLogger(__name__)
+
+EnvFn = Callable[[], gymnasium.Env]
+
+
+def derive_seed(*parts: int) -> int:
+    """A 31-bit seed from integers (numpy SeedSequence: stable across processes and platforms)."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+class Collector:
+    """Runs episodes of `policy` (or `policies` per role) on `env_id` (or `env_fns`), in groups.
+
+    Args:
+        policy: a Policy (generate + tokenizer); plays every role unless `policies` names one.
+        env_id: a registered env id; or `env_fns` (one constructor per concurrent env slot), which
+            may also be passed in env_id's place.
+        group_size: episodes per group (same task and seed).
+        env_kwargs: constructor kwargs for `gymnasium.make(env_id, **env_kwargs)`.
+        policies: `{"attacker": p1, "defender": p2}` for two-player envs (`info["role"]` says who acts).
+        responder_policy: answers `metadata["requires_responder"]` envs (default: `policy`).
+        greedy_baseline: one extra greedy rollout per group; its return goes to each episode's
+            `meta["greedy_return"]` (ReMax, arXiv 2310.10505) and it is not returned.
+        probes: e.g. `[GoldAnswerProbe()]`; fill `Episode.probe0` / `Turn.probe` (CREDIT.md 1.1).
+        sampling: decoding settings; each env's `metadata["stop"]` is merged into `stop`.
+        max_context_tokens: an episode whose context has no room for another token ends truncated
+            with outcome `{"success": 0, "return": ..., "collector_truncated": 1}`.
+        store: a RolloutStore (or path) each finished group is appended to.
+        progress: show a rich progress bar.
+        max_concurrent: cap on envs running at once (None: every episode of the call at once).
+        system_prompt: an optional system message before the first observation.
+    """
+
+    def __init__(
+        self,
+        policy: Any = None,
+        env_id: str | Sequence[EnvFn] | None = None,
+        group_size: int = 1,
+        env_kwargs: Mapping[str, Any] | None = None,
+        policies: Mapping[str, Any] | None = None,
+        responder_policy: Any = None,
+        greedy_baseline: bool = False,
+        probes: Sequence[Any] = (),
+        sampling: Sampling | None = None,
+        max_context_tokens: int = 4096,
+        store: RolloutStore | str | None = None,
+        progress: bool = False,
+        env_fns: Sequence[EnvFn] | None = None,
+        max_concurrent: int | None = None,
+        system_prompt: str | None = None,
+    ):
+        if env_id is not None and not isinstance(env_id, str):  # Collector(policy, [fn, fn, ...])
+            env_fns, env_id = list(env_id), None
+        if policy is None and not policies:
+            raise ValueError("Collector needs a policy (or policies={'attacker': p1, 'defender': p2})")
+        if (env_id is None) == (env_fns is None):
+            raise ValueError("Collector needs exactly one of env_id (a registered id) or env_fns (env constructors)")
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
+        if max_context_tokens < 2:
+            raise ValueError(f"max_context_tokens must be >= 2, got {max_context_tokens}")
+        self.policy = policy if policy is not None else next(iter(policies.values()))  # type: ignore[union-attr]
+        self.policies = dict(policies or {})
+        self.responder_policy = responder_policy
+        self.env_id = env_id or ""
+        self.env_fns = list(env_fns) if env_fns is not None else None
+        self.group_size = int(group_size)
+        self.env_kwargs = dict(env_kwargs or {})
+        self.greedy_baseline = bool(greedy_baseline)
+        self.probes = list(probes)
+        self.sampling = sampling if sampling is not None else Sampling()
+        self.max_context_tokens = int(max_context_tokens)
+        self.store = RolloutStore(store) if isinstance(store, str) else store
+        self.progress = bool(progress)
+        self.max_concurrent = max_concurrent
+        self.system_prompt = system_prompt
+        self._run_id = uuid.uuid4().hex[:8]
+        self._calls = 0
+        self._gen_calls = 0
+        self.pool = EnvPool(env_id, env_fns, self.env_kwargs, max_concurrent, self._responder)
+        self._renderers: dict[int, ChatRenderer] = {}
+        self._base_seed = 0
+        self.stats: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ public API
+    def policy_for(self, role: str) -> Any:
+        return self.policies.get(role, self.policy) if self.policies else self.policy
+
+    def set_env_attr(self, name: str, value: Any) -> None:
+        """Set `env.unwrapped.<name> = value` on every env, now and for envs created later (trainer
+        state such as SimSearch's `training_step`)."""
+        self.pool.set_attr(name, value)
+
+    def collect(self, num_groups: int, seed: int = 0, tasks: Sequence[TaskSpec] | None = None) -> list[Episode]:
+        """Play `num_groups` groups of `group_size` episodes; group g resets every member with the
+        same derived seed (and `options={"task_id": ...}` when `tasks[g]` names one)."""
+        if tasks is not None and len(tasks) != num_groups:
+            raise ValueError(f"collect: got {len(tasks)} tasks for {num_groups} groups; give one TaskSpec per group")
+        call = self._calls
+        self._calls += 1
+        self._base_seed = int(seed)
+        specs: list[StartSpec] = []
+        for g in range(num_groups):
+            task = tasks[g] if tasks is not None else None
+            kwargs = dict(task.env_kwargs) if task is not None else {}
+            options: dict[str, Any] = {"task_id": task.task_id} if task is not None and task.task_id else {}
+            group_id = f"{self._run_id}-c{call}-g{g}"
+            gseed = derive_seed(seed, g)
+            meta = {"options": options, "env_kwargs": kwargs, "category": task.category if task else None}
+            for m in range(self.group_size + (1 if self.greedy_baseline else 0)):
+                greedy = m == self.group_size
+                specs.append(StartSpec(bucket=g, group_id=group_id, member=m, seed=gseed, options=options,
+                                       env_kwargs=kwargs, greedy=greedy, meta=dict(meta)))
+        return self._run(specs)
+
+    def branch(
+        self, episodes: Sequence[Episode], at_turns: Sequence[int] | Sequence[Sequence[int]] | str | None, n: int
+    ) -> list[Episode]:
+        """Fork each episode `n` ways before each turn k in `at_turns` ("all"/None: every turn; a list of
+        ints for every episode; or one list per episode): replay the env to the state before turn k,
+        reuse the recorded prefix tokens exactly, and sample on. Branches share `group_id`, and their
+        `node_ids` agree with the originals' on the shared prefix (CREDIT.md 6.1)."""
+        if n < 1:
+            return []
+        specs: list[StartSpec] = []
+        for i, ep in enumerate(episodes):
+            if self.policies and len(self.policies) > 1:
+                raise NotImplementedError("branch: two-player matches cannot be branched yet; branch single-role episodes")
+            if at_turns is None or isinstance(at_turns, str):
+                if at_turns not in (None, "all", "every_turn"):
+                    raise ValueError(f"branch: at_turns must be 'all', a list of turn indices or one list per episode, got {at_turns!r}")
+                ks: Sequence[int] = range(ep.num_turns)
+            elif len(at_turns) and not isinstance(at_turns[0], (int, np.integer)):
+                ks = at_turns[i]  # type: ignore[assignment]
+            else:
+                ks = at_turns  # type: ignore[assignment]
+            for k in ks:
+                if not 0 <= int(k) < ep.num_turns:
+                    continue
+                for j in range(n):
+                    meta = {**ep.meta, "branch_of": ep.episode_id, "branch_at": int(k)}
+                    meta.pop("greedy_return", None)
+                    meta.pop("backend_log", None)
+                    specs.append(StartSpec(bucket=i, group_id=ep.group_id, member=j, seed=ep.seed,
+                                           options=dict(ep.meta.get("options") or {}),
+                                           env_kwargs=dict(ep.meta.get("env_kwargs") or {}), greedy=False,
+                                           meta=meta, prefix=ep, prefix_turns=int(k)))
+        self._calls += 1
+        return self._run(specs)
+
+    def branch_every_turn(self, episodes: Sequence[Episode], n: int) -> list[Episode]:
+        """`needs={"branches": {"at": "every_turn", "n": n}}`: n branches before every turn."""
+        return self.branch(episodes, "all", n)
+
+    def branch_tree(self, episodes: Sequence[Episode], n: int, depth: int) -> list[Episode]:
+        """`needs={"branches": {"at": "tree", "n": n, "depth": d}}`: grow a prefix tree n ways at each of
+        turns 1..depth (every leaf so far gets n - 1 new siblings there); returns the new episodes."""
+        frontier = list(episodes)
+        new: list[Episode] = []
+        for d in range(1, depth + 1):
+            grown = self.branch(frontier, [d], n - 1)
+            frontier += grown
+            new += grown
+        return new
+
+    def branch_for(self, episodes: Sequence[Episode], spec: Mapping[str, Any]) -> list[Episode]:
+        """Dispatch an estimator's `needs["branches"]` spec (CREDIT.md 1.4)."""
+        at = spec.get("at")
+        if at == "every_turn":
+            return self.branch_every_turn(episodes, int(spec["n"]))
+        if at == "tree":
+            return self.branch_tree(episodes, int(spec["n"]), int(spec.get("depth", 1)))
+        raise ValueError(f"branches spec must have at='every_turn' or at='tree', got {dict(spec)!r}")
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # ------------------------------------------------------------------ envs
+    def _responder(self, requests: Sequence[Any]) -> list[str]:
+        """Default responder of self-search envs (ENVS.md section 5): the responder policy (or the
+        policy itself) answers each request's prompt at temperature 1.0, 256 tokens."""
+        policy = self.responder_policy if self.responder_policy is not None else self.policy
+        renderer = self._renderer(policy)
+        ctxs = []
+        for req in requests:
+            msgs = [{"role": "user", "content": req.prompt}]  # no agent system prompt for the simulator
+            ctxs.append(Context(ids=renderer.first_ids(msgs), messages=msgs, obs_texts=[req.prompt], env_id=self.env_id))
+        self._gen_calls += 1
+        sampling = Sampling(temperature=1.0, max_new_tokens=256, seed=derive_seed(self._base_seed, self._gen_calls, 7))
+        return [g.text for g in policy.generate(ctxs, sampling)]
+
+    def _renderer(self, policy: Any) -> ChatRenderer:
+        tok = policy.tokenizer
+        r = self._renderers.get(id(tok))
+        if r is None:
+            r = ChatRenderer(tok, self.system_prompt)
+            self._renderers[id(tok)] = r
+        return r
+
+    # ------------------------------------------------------------------ the loop
+    def _run(self, specs: list[StartSpec]) -> list[Episode]:
+        t_wall = time.perf_counter()
+        self.stats = {"gen_s": 0.0, "env_s": 0.0, "make_s": 0.0, "reset_s": 0.0, "probe_s": 0.0, "action_tokens": 0.0, "gen_calls": 0.0}
+        pending = deque(specs)
+        active: list[Match] = []
+        bucket_left: dict[int, int] = {}
+        for s in specs:
+            bucket_left[s.bucket] = bucket_left.get(s.bucket, 0) + 1
+        done_by_bucket: dict[int, list[Match]] = {}
+        out: dict[int, list[Episode]] = {}
+        bar = _progress(len(specs)) if self.progress else None
+        while pending or active:
+            while pending:
+                t0 = time.perf_counter()
+                got = self.pool.acquire(pending[0].env_kwargs)
+                self.stats["make_s"] += time.perf_counter() - t0
+                if got is None:
+                    break
+                spec = pending.popleft()
+                active.append(self._start(spec, *got))
+            self._check_room(active)
+            self._generate_and_step([m for m in active if not m.done])
+            for m in [m for m in active if m.done]:
+                active.remove(m)
+                self.pool.release(m.env_key, m.env)
+                done_by_bucket.setdefault(m.spec.bucket, []).append(m)
+                bucket_left[m.spec.bucket] -= 1
+                if bar is not None:
+                    bar[0].advance(bar[1])
+                if bucket_left[m.spec.bucket] == 0:
+                    out[m.spec.bucket] = self._finish_bucket(done_by_bucket.pop(m.spec.bucket))
+        if bar is not None:
+            bar[0].stop()
+        self.stats["wall_s"] = time.perf_counter() - t_wall
+        return [ep for b in sorted(out) for ep in out[b]]
+
+    def _start(self, spec: StartSpec, env_key: str, env: gymnasium.Env) -> Match:
+        base = env.unwrapped
+        obs_role = str(base.metadata.get("obs_role", "user"))
+        stop = tuple(dict.fromkeys((*self.sampling.stop, *tuple(base.metadata.get("stop", ()) or ()))))
+        default_role = str(getattr(base, "role", "agent") or "agent")
+        m = Match(spec=spec, env=env, env_key=env_key, obs_role=obs_role, stop=stop, default_role=default_role)
+        if spec.prefix is None:
+            t0 = time.perf_counter()
+            obs, info = env.reset(seed=spec.seed, options=dict(spec.options) or None)
+            self.stats["reset_s"] += time.perf_counter() - t0
+            m.task_id = str(info.get("task_id", ""))
+            m.gold = tuple(info.get("gold") or ())
+            self._observe(m, str(info.get("role", default_role)), obs, info)
+        else:
+            self._start_branch(m, spec)
+        return m
+
+    def _start_branch(self, m: Match, spec: StartSpec) -> None:
+        ep, k = spec.prefix, spec.prefix_turns
+        assert ep is not None
+        actions = [t.action_text for t in ep.turns[:k]]
+        # reset + prefix actions through the wrappers (TextEnv.replay's recipe; the determinism contract
+        # makes it exact); the recorded rewards and observation must come back
+        options = dict(spec.options)
+        if ep.meta.get("backend_log"):  # live backends answer the replay from the episode's response log
+            options["backend_log"] = ep.meta["backend_log"]
+        obs, first_info = m.env.reset(seed=spec.seed, options=options or None)
+        rewards = []
+        for a in actions:
+            obs, r, _, _, _ = m.env.step(a)
+            rewards.append(float(r))
+        if obs != ep.turns[k].obs_text or rewards != [t.reward for t in ep.turns[:k]]:
+            raise ValueError(
+                f"branch: replaying episode {ep.episode_id} to turn {k} gave a different observation or reward "
+                "than recorded; the env breaks the determinism contract (same seed + actions -> same results)"
+            )
+        m.task_id = ep.task_id
+        m.gold = tuple(ep.meta.get("gold") or first_info.get("gold") or ())
+        policy = self.policy_for(ep.role)
+        conv = prefix_conv(ep, k, policy, self._renderer(policy), m.obs_role)
+        m.convs[ep.role] = conv
+        m.acting = ep.role
+
+    def _observe(self, m: Match, role: str, obs: str, info: Mapping[str, Any]) -> None:
+        """Append observation `obs` to `role`'s conversation (creating it on the role's first view)."""
+        conv = m.convs.get(role)
+        if conv is None:
+            policy = self.policy_for(role)
+            if self.policies and role not in self.policies and len(self.policies) > 1:
+                raise KeyError(f"the env asks role {role!r} to act but policies has only {sorted(self.policies)}")
+            renderer = self._renderer(policy)
+            conv = RoleConv(role=role, policy=policy, renderer=renderer)
+            conv.messages = renderer.first_messages(obs)
+            delta = renderer.first_ids(conv.messages)
+            m.convs[role] = conv
+        elif m.obs_role == "continuation":
+            delta = conv.renderer.continuation_ids(obs)
+            append_assistant(conv.messages, obs)
+        else:
+            new = conv.renderer.observation_messages(obs, m.obs_role, dict(info))
+            last = conv.turns[-1].action_ids if conv.turns else ()
+            delta = conv.renderer.delta_ids(conv.ids, conv.messages, new, last)
+            conv.messages += new
+        conv.ids += delta
+        conv.pending_obs_ids = list(delta)
+        conv.pending_obs_text = obs
+        conv.obs_texts.append(obs)
+        conv.state_key = str(info.get("state_key", ""))
+        m.acting = role
+
+    def _check_room(self, active: list[Match]) -> None:
+        for m in active:
+            if not m.done and len(m.convs[m.acting].ids) >= self.max_context_tokens:
+                m.end_collector_truncated()
+                m.backend_log = _backend_log(m.env)
+
+    def _generate_and_step(self, matches: list[Match]) -> None:
+        batches: dict[tuple[Any, ...], list[Match]] = {}
+        for m in matches:
+            conv = m.convs[m.acting]
+            cap = min(self.sampling.max_new_tokens, self.max_context_tokens - len(conv.ids))
+            key = (id(conv.policy), m.spec.greedy, m.stop, cap)
+            batches.setdefault(key, []).append(m)
+        for (_, greedy, stop, cap), group in batches.items():
+            convs = [m.convs[m.acting] for m in group]
+            self._gen_calls += 1
+            sampling = dataclasses.replace(
+                self.sampling, stop=stop, max_new_tokens=int(cap),
+                temperature=0.0 if greedy else self.sampling.temperature,
+                seed=derive_seed(self._base_seed if self.sampling.seed is None else self.sampling.seed, self._gen_calls),
+            )
+            ctxs = [Context(ids=list(c.ids), messages=[dict(x) for x in c.messages], obs_texts=list(c.obs_texts),
+                            action_texts=list(c.action_texts), role=c.role, env_id=self.env_id) for c in convs]
+            t0 = time.perf_counter()
+            gens = convs[0].policy.generate(ctxs, sampling)
+            gen_s = time.perf_counter() - t0
+            self.stats["gen_s"] += gen_s
+            self.stats["gen_calls"] += 1
+            if len(gens) != len(ctxs):
+                raise ValueError(f"policy.generate returned {len(gens)} generations for {len(ctxs)} contexts")
+            for m, conv, gen in zip(group, convs, gens):
+                self._step(m, conv, gen, gen_s, len(group))
+
+    def _step(self, m: Match, conv: RoleConv, gen: Generation, gen_s: float, batch: int) -> None:
+        action_ids = [int(i) for i in gen.token_ids]
+        if not action_ids:
+            raise ValueError(
+                f"{type(conv.policy).__name__}.generate returned no tokens; every action needs at least one "
+                "token (keep the stop or end-of-turn token)"
+            )
+        t0 = time.perf_counter()
+        obs, reward, terminated, truncated, info = m.env.step(gen.text)
+        env_s = time.perf_counter() - t0
+        self.stats["env_s"] += env_s
+        self.stats["action_tokens"] += len(action_ids)
+        spans = info.get("mask_spans")
+        mask = char_mask_to_token_mask(conv.policy.tokenizer, action_ids, spans) if spans else None
+        turn_info = {"gen_s": gen_s, "env_s": env_s, "gen_batch": batch, "finish_reason": gen.finish_reason}
+        for key in ("backend_error", "action_sanitized", "noise_prob"):
+            if key in info:
+                turn_info[key] = info[key]
+        conv.add_turn(action_ids, gen, mask, float(reward), bool(info.get("invalid", False)), turn_info)
+        if m.obs_role == "continuation":
+            append_assistant(conv.messages, gen.text)
+        else:
+            conv.messages.append({"role": "assistant", "content": gen.text})
+        conv.action_texts.append(gen.text)
+        conv.ids += action_ids
+        next_role = str(info.get("role", conv.role))
+        self._observe(m, next_role, obs, info)
+        if terminated or truncated:
+            m.end_env(bool(terminated), dict(info))
+            m.backend_log = _backend_log(m.env)
+
+    def _finish_bucket(self, matches: list[Match]) -> list[Episode]:
+        matches.sort(key=lambda x: x.spec.member)
+        greedy = [m for m in matches if m.spec.greedy]
+        greedy_returns = greedy[0].role_returns() if greedy else None
+        episodes: list[Episode] = []
+        for m in matches:
+            if m.spec.greedy:
+                continue
+            for ep in build_episodes(m, self._run_id):
+                if greedy_returns is not None and ep.role in greedy_returns:
+                    ep.meta["greedy_return"] = greedy_returns[ep.role]
+                if m.spec.prefix is not None:
+                    key = f"{ep.group_id}\x00{ep.role}"
+                    ep = dataclasses.replace(ep, node_ids=prefix_node_ids(key, [t.action_ids for t in ep.turns]))
+                    if self.probes:
+                        ep.meta["_prefix"] = m.spec.prefix
+                episodes.append(ep)
+        if self.probes and episodes:
+            from creditgym.agents.probes import apply_probes
+
+            t0 = time.perf_counter()
+            episodes = apply_probes(self.probes, episodes, self.policy_for, matches[0].env.unwrapped.metadata)
+            episodes = [_keep_prefix(ep) for ep in episodes]
+            self.stats["probe_s"] += time.perf_counter() - t0
+        if self.store is not None:
+            self.store.extend(episodes)
+        return episodes
+
+
+def _keep_prefix(ep: Episode) -> Episode:
+    """A branch keeps its prefix turns (probe scores included) exactly as the original recorded them."""
+    original = ep.meta.get("_prefix")
+    if original is None:
+        return ep
+    meta = {k: v for k, v in ep.meta.items() if k != "_prefix"}
+    k = int(meta["branch_at"])
+    return dataclasses.replace(ep, turns=(*original.turns[:k], *ep.turns[k:]), probe0=dict(original.probe0), meta=meta)
+
+
+def _backend_log(env: gymnasium.Env) -> list[Any]:
+    """The finished episode's backend response log (ENVS.md section 0), empty for offline envs."""
+    get_state = getattr(env.unwrapped, "get_state", None)
+    if get_state is None:
+        return []
+    try:
+        return list(get_state().get("backend_log") or [])
+    except NotImplementedError:
+        return []
+
+
+def _progress(total: int) -> tuple[Any, Any]:
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    task = bar.add_task("episodes", total=total)
+    bar.start()
+    return bar, task

@@ -1,0 +1,41 @@
+"""Smoke test of `creditgym bench rollout`'s measuring function (numbers are not asserted: never a timed test)."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import sys
+
+from creditgym.agents import ScriptedPolicy
+from creditgym.agents.bench import _forward_timer, run_one
+
+
+def _fakes():
+    name = "creditgym_test_rollout_fakes"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name("rollout_fakes.py"))
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+F = _fakes()
+
+
+def test_run_one_reports_the_fields():
+    row = run_one("scripted", ScriptedPolicy.for_env("GuessNumber-v0"), "GuessNumber-v0", 4, 2, 16, 0)
+    assert row["episodes"] == 4 and row["turns"] >= 4 and row["action_tokens"] > 0
+    assert 0.0 <= row["collector_share"] <= 1.0 and row["outside_forward_share"] == 1.0
+    assert row["success"] == 1.0
+
+
+def test_forward_timer_counts_model_calls():
+    policy = F.TorchBytePolicy(seed=0)
+    import torch
+
+    with _forward_timer(policy.model) as acc:
+        policy.model(torch.zeros(1, 3, dtype=torch.long))
+    assert acc[0] > 0.0
+    policy.model(torch.zeros(1, 3, dtype=torch.long))  # hooks removed: no error, no count
+    assert not policy.model._forward_hooks and not policy.model._forward_pre_hooks
