@@ -98,15 +98,9 @@ register_scripted(ENV_ID, expert=bisect_expert, random=random_guess)
 if __name__ == "__main__":
     import gymnasium
 
-    env = gymnasium.make(ENV_ID)
-    obs, info = env.reset(seed=0)
-    ctx = Context(obs_texts=[obs])
-    done = False
-    while not done:
-        action = bisect_expert(ctx, np.random.default_rng(0))
-        obs, reward, terminated, truncated, info = env.step(action)
-        ctx.action_texts.append(action)
-        ctx.obs_texts.append(obs)
+    from creditgym.agents.scripted import play_episode
+
+    result = play_episode(gymnasium.make(ENV_ID), bisect_expert, seed=0)
+    for action, obs in zip(result.ctx.action_texts, result.ctx.obs_texts[1:]):
         print(f"{action:>20}  ->  {obs}")
-        done = terminated or truncated
-    print("success:", info["reward_components"]["success"])
+    print("success:", result.components["success"])

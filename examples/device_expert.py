@@ -13,25 +13,18 @@ import gymnasium
 import numpy as np
 
 import creditgym  # noqa: F401  (registers the envs)
-from creditgym.agents.base import Context
+from creditgym.agents.scripted import play_episode
 from creditgym.agents.scripted.device import device_expert, device_random
 
 
 def play(env: gymnasium.Env, fn, seed: int, show: bool = False) -> dict[str, float]:
     """One episode of `fn` on `env` from `seed`; returns its reward components."""
-    obs, info = env.reset(seed=seed)
-    ctx, rng = Context(obs_texts=[obs]), np.random.default_rng(seed)
+    res = play_episode(env, fn, seed)
     if show:
-        print(obs)
-    while True:
-        action = fn(ctx, rng)
-        obs, reward, terminated, truncated, info = env.step(action)
-        ctx.action_texts.append(action)
-        ctx.obs_texts.append(obs)
-        if show:
+        print(res.ctx.obs_texts[0])
+        for action, obs in zip(res.ctx.action_texts, res.ctx.obs_texts[1:]):
             print(f"\n>>> {action}\n{obs}")
-        if terminated or truncated:
-            return info["reward_components"]
+    return res.components
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from creditgym.agents.base import Context
+from creditgym.agents.scripted import play_episode
 from creditgym.agents.scripted import redteam as experts
 from creditgym.envs.redteam import RedTeamEnv, RedTeamSelfPlayEnv
 from creditgym.envs.redteam.strategies import STRATEGIES, parse_attacker_intro, strategy_message
@@ -29,18 +30,6 @@ def fixed(name: str) -> Fn:
     return lambda ctx, rng: strategy_message(name, parse_attacker_intro(ctx.obs_texts[0]), len(ctx.action_texts))
 
 
-def play(env: RedTeamEnv, fn: Fn, seed: int, rng: np.random.Generator, role: str) -> dict[str, float]:
-    obs, info = env.reset(seed=seed)
-    ctx = Context(obs_texts=[obs], role=role)
-    while True:
-        action = fn(ctx, rng)
-        obs, _, terminated, truncated, info = env.step(action)
-        ctx.action_texts.append(action)
-        ctx.obs_texts.append(obs)
-        if terminated or truncated:
-            return info["reward_components"]
-
-
 def leak_table(seeds: int) -> None:
     attackers: dict[str, tuple[Fn, int]] = {"direct (1 turn)": (experts.direct_attacker, 1)}
     attackers.update({name: (fixed(name), 6) for name in STRATEGIES if name != "direct"})
@@ -51,7 +40,7 @@ def leak_table(seeds: int) -> None:
         cells = []
         for fn, max_turns in attackers.values():
             env, rng = RedTeamEnv(split="test", victim_level=level, max_turns=max_turns), np.random.default_rng(0)
-            cells.append(np.mean([play(env, fn, s, rng, "attacker")["success"] for s in range(seeds)]))
+            cells.append(np.mean([play_episode(env, fn, s, rng=rng, role="attacker").success for s in range(seeds)]))
         print(f"L{level:<5}" + "".join(f"{c:>17.3f}" for c in cells))
 
 
@@ -60,7 +49,7 @@ def defender_table(seeds: int) -> None:
     for name, fn in [("scripted defender", experts.defender_expert), ("always refuse", experts.refuse_all),
                      ("echo the prompt", experts.echo_prompt), ("random", experts.defender_random)]:
         env, rng = RedTeamEnv(role="defender", benign_prob=0.5, split="test"), np.random.default_rng(0)
-        print(f"  {name:<18} {np.mean([play(env, fn, s, rng, 'defender')['return'] for s in range(seeds)]):+.3f}")
+        print(f"  {name:<18} {np.mean([play_episode(env, fn, s, rng=rng, role='defender').components['return'] for s in range(seeds)]):+.3f}")
 
 
 def selfplay_summary(seeds: int) -> None:
@@ -68,20 +57,9 @@ def selfplay_summary(seeds: int) -> None:
     policies = {"attacker": experts.attacker_expert, "defender": experts.defender_expert}
     sums, wins = [], 0
     for seed in range(seeds):
-        obs, info = env.reset(seed=seed)
-        ctxs = {r: Context(role=r) for r in policies}
-        rng, total = np.random.default_rng(seed), 0.0
-        while True:
-            role = info["role"]
-            ctxs[role].obs_texts.append(obs)
-            action = policies[role](ctxs[role], rng)
-            ctxs[role].action_texts.append(action)
-            obs, reward, terminated, truncated, info = env.step(action)
-            total += reward
-            if terminated or truncated:
-                break
-        sums.append(total + sum(info["final_rewards"].values()))
-        wins += int(info["reward_components_by_role"]["attacker"]["success"])
+        result = play_episode(env, policies, seed)
+        sums.append(sum(result.rewards) + sum(result.info["final_rewards"].values()))
+        wins += int(result.info["reward_components_by_role"]["attacker"]["success"])
     print(f"\nself-play (scripted attacker vs scripted defender, zero_sum): attacker wins {wins}/{seeds}, "
           f"max |R_A + R_D| = {max(abs(s) for s in sums):.3g}")
 

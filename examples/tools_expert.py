@@ -16,31 +16,16 @@ import gymnasium
 import numpy as np
 
 import creditgym  # noqa: F401  (registers the creditgym/ env ids)
-from creditgym.agents.base import Context
-from creditgym.agents.scripted import scripted_functions
+from creditgym.agents.scripted import play_episodes, scripted_functions
 
 
 def success_rate(env_id: str, which: str, difficulty: int, seeds: int, split: str = "test") -> tuple[float, float]:
     """(success rate, mean tool calls) of the expert or random policy over `seeds` seeds."""
     expert, random = scripted_functions(env_id)
-    act = expert if which == "expert" else random
     env = gymnasium.make(env_id, split=split, difficulty=difficulty)
-    rng = np.random.default_rng(0)
-    wins, calls = 0.0, 0.0
-    for seed in range(seeds):
-        obs, _ = env.reset(seed=seed)
-        ctx = Context(obs_texts=[obs])
-        while True:
-            action = act(ctx, rng)
-            obs, _, terminated, truncated, info = env.step(action)
-            ctx.action_texts.append(action)
-            ctx.obs_texts.append(obs)
-            if terminated or truncated:
-                break
-        wins += info["reward_components"]["success"]
-        calls += info["reward_components"]["n_calls"]
+    results = play_episodes(env, expert if which == "expert" else random, range(seeds), rng=np.random.default_rng(0))
     env.close()
-    return wins / seeds, calls / seeds
+    return (sum(r.success for r in results) / seeds, sum(r.components["n_calls"] for r in results) / seeds)
 
 
 def main() -> None:

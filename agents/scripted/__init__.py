@@ -10,12 +10,14 @@ They read only `ctx.obs_texts`, `ctx.action_texts` and `ctx.role` (the raw env t
 chat rendering, so they behave the same whatever the observation role or chat template.
 `ScriptedPolicy.for_env(env_id)` / `RandomPolicy.for_env(env_id)` import the family module on first
 use (families are looked up in `FAMILY_MODULES`; user envs call `register_scripted` themselves).
+`play_episode` / `success_rate` (play.py) run such functions against an env in the plain Gymnasium loop.
 """
 
 from __future__ import annotations
 
 import importlib
 
+from creditgym.agents.scripted.play import PlayResult, play_episode, play_episodes, success_rate
 from creditgym.agents.scripted.policy import (
     ActionFn,
     RandomPolicy,
@@ -29,11 +31,15 @@ __all__ = [
     "FAMILY_MODULES",
     "ActionFn",
     "ByteTokenizer",
+    "PlayResult",
     "RandomPolicy",
     "ScriptedPolicy",
     "load_family",
+    "play_episode",
+    "play_episodes",
     "register_scripted",
     "scripted_functions",
+    "success_rate",
 ]
 
 # env id -> the family module that registers its scripted functions.

@@ -11,16 +11,17 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from creditgym.envs.base import Task
 from creditgym.envs.search.tasks import GENERATOR_VERSION, SHARED_SEEDS, generate_task
 from creditgym.envs.search.world import shared_world
 
-__all__ = ["DATA_DIR", "frozen_tasks", "gzip_jsonl", "load_jsonl_gz", "task_rows", "world_rows", "write_all"]
+__all__ = ["DATA_DIR", "frozen_tasks", "gzip_jsonl", "load_jsonl_gz", "question_rows", "task_rows", "world_rows", "write_all"]
 
 DATA_DIR = Path(__file__).parent / "data"
 TASKS_PER_SPLIT = 500
@@ -59,17 +60,25 @@ def world_rows() -> list[dict[str, Any]]:
     return rows
 
 
-def task_rows(n: int = TASKS_PER_SPLIT) -> list[dict[str, Any]]:
+def question_rows(
+    generate: Callable[[np.random.Generator, str], Task], splits: Iterable[str], n: int, stream: int = 0
+) -> list[dict[str, Any]]:
+    """`n` frozen tasks per split in Search-R1's `question` / `golden_answers` fields; split i draws
+    from `default_rng([GENERATOR_VERSION, stream + i])` (the search family uses stream 0, self-search 100)."""
     rows = []
-    for i, split in enumerate(SHARED_SEEDS):
-        rng = np.random.default_rng([GENERATOR_VERSION, i])
+    for i, split in enumerate(splits):
+        rng = np.random.default_rng([GENERATOR_VERSION, stream + i])
         for _ in range(n):
-            t = generate_task(rng, split)
+            t = generate(rng, split)
             rows.append({
                 "generator_version": GENERATOR_VERSION, "split": split, "task_id": t.task_id,
                 "question": t.prompt, "golden_answers": list(t.gold), "hops": t.difficulty,
             })
     return rows
+
+
+def task_rows(n: int = TASKS_PER_SPLIT) -> list[dict[str, Any]]:
+    return question_rows(generate_task, SHARED_SEEDS, n)
 
 
 def write_all(out_dir: Path = DATA_DIR) -> dict[str, int]:

@@ -10,11 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from creditgym.envs.base import SPLITS
-from creditgym.envs.search.build_data import gzip_jsonl
-from creditgym.envs.search.tasks import GENERATOR_VERSION
+from creditgym.envs.search.build_data import gzip_jsonl, question_rows
 from creditgym.envs.selfsearch.tasks import generate_selfsearch_task
 
 __all__ = ["DATA_DIR", "task_rows", "write_all"]
@@ -24,16 +21,7 @@ TASKS_PER_SPLIT = 500
 
 
 def task_rows(n: int = TASKS_PER_SPLIT) -> list[dict[str, Any]]:
-    rows = []
-    for i, split in enumerate(SPLITS):
-        rng = np.random.default_rng([GENERATOR_VERSION, 100 + i])
-        for _ in range(n):
-            t = generate_selfsearch_task(rng, split)
-            rows.append({
-                "generator_version": GENERATOR_VERSION, "split": split, "task_id": t.task_id,
-                "question": t.prompt, "golden_answers": list(t.gold), "hops": t.difficulty,
-            })
-    return rows
+    return question_rows(generate_selfsearch_task, SPLITS, n, stream=100)
 
 
 def write_all(out_dir: Path = DATA_DIR) -> dict[str, int]:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
-
+import creditgym_test_rollout_fakes as F  # loaded by tests/agents/conftest.py
 import pytest
 import torch
 from hypothesis import given
@@ -14,19 +11,6 @@ from hypothesis import strategies as st
 from creditgym import CreditBatch, Episode, Turn
 from creditgym.agents import Collector, Sampling
 from creditgym.agents.offline import expert_episodes, load_episodes, mc_values, return_to_go, sft_examples
-
-
-def _fakes():
-    name = "creditgym_test_rollout_fakes"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name("rollout_fakes.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-F = _fakes()
 
 
 def _ep(actions, rewards, group="g", truncated=False, eid=None):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import pathlib
-import sys
 
+import creditgym_test_rollout_fakes as F  # loaded by tests/agents/conftest.py
 import pytest
 import torch
 from hypothesis import given
@@ -16,18 +14,6 @@ from creditgym import CreditBatch, Episode, Turn
 from creditgym.agents import Collector, GoldAnswerProbe, ScriptedPolicy, SIOPProbe
 from creditgym.agents.probes import boundaries, episode_ids, extract_answer
 
-
-def _fakes():
-    name = "creditgym_test_rollout_fakes"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name("rollout_fakes.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-F = _fakes()
 TOK = F.ByteTokenizer()
 
 

@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
+import creditgym_test_rollout_fakes as F  # loaded by tests/agents/conftest.py
 
 from creditgym.agents import ScriptedPolicy
 from creditgym.agents.bench import _forward_timer, run_one
-
-
-def _fakes():
-    name = "creditgym_test_rollout_fakes"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name("rollout_fakes.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-F = _fakes()
 
 
 def test_run_one_reports_the_fields():

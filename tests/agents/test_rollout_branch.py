@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
-
+import creditgym_test_rollout_fakes as F  # loaded by tests/agents/conftest.py
 import numpy as np
 import pytest
 import torch
@@ -14,18 +11,6 @@ from creditgym import CreditBatch
 from creditgym.agents import Collector, Sampling, ScriptedPolicy
 from creditgym.batch import prefix_node_ids
 
-
-def _fakes():
-    name = "creditgym_test_rollout_fakes"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name("rollout_fakes.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-F = _fakes()
 GUESS = "GuessNumber-v0"
 
 

@@ -4,29 +4,15 @@ loss_mask 0. Families land over time: ids whose family is not importable yet are
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
 from typing import Any
 
+import creditgym_test_rollout_fakes as F  # loaded by tests/agents/conftest.py
 import gymnasium
 import pytest
 
 from creditgym import CreditBatch
 from creditgym.agents import Collector, Generation, RandomPolicy, Sampling, ScriptedPolicy
 
-
-def _fakes():
-    name = "creditgym_test_rollout_fakes"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name("rollout_fakes.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-F = _fakes()
 ENV_IDS = sorted(k for k in gymnasium.registry if k.startswith("creditgym/")) + ["GuessNumber-v0"]
 
 

@@ -3,28 +3,12 @@ the packed batch, probes batch through HFPolicy.logprobs, branches of an HF poli
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
-
+import creditgym_test_rollout_fakes as F  # loaded by tests/agents/conftest.py
 import pytest
 import torch
 
 from creditgym import CreditBatch
 from creditgym.agents import Collector, GoldAnswerProbe, Sampling
-
-
-def _fakes():
-    name = "creditgym_test_rollout_fakes"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name("rollout_fakes.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-F = _fakes()
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Fake backends on 127.0.0.1 for the search and self-search tests (stdlib ThreadingHTTPServer).
+"""Fake backends on 127.0.0.1 for the search, self-search and red-team tests (stdlib ThreadingHTTPServer).
 
 `FakeServer(handler_fn)` serves `handler_fn(path, headers, body) -> (status, bytes, delay_s)` and
 records every request; use it as a context manager.
@@ -57,7 +57,7 @@ class FakeServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def url(self) -> str:

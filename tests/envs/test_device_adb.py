@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import creditgym
-from creditgym.agents.base import Context
+from creditgym.agents.scripted import play_episode
 from creditgym.agents.scripted.device import device_expert
 from creditgym.envs.device import DeviceEnv, parse_screen
 from creditgym.envs.device.adb import elements_to_xml, escape_input_text, parse_uiautomator_xml
@@ -169,15 +169,9 @@ def test_fake_screens_parse_to_the_simulators_elements(fake_proc: FakeAdb) -> No
 def test_expert_solves_settings_tasks_through_adb(fake: FakeAdb, task: str, settings: dict) -> None:
     fake.set(**{"wifi": "1", "bluetooth": "0", "airplane": "0", **settings})
     env = fake.env()
-    obs, info = env.reset(options={"task_id": f"device/train/{task}"})
-    ctx = Context(obs_texts=[obs])
-    for _ in range(6):
-        a = device_expert(ctx, np.random.default_rng(0))
-        obs, r, term, trunc, info = env.step(a)
-        ctx.action_texts.append(a), ctx.obs_texts.append(obs)
-        if term or trunc:
-            break
-    assert term and r == 1.0 and info["reward_components"]["success"] == 1.0
+    act = lambda ctx, _: device_expert(ctx, np.random.default_rng(0))
+    res = play_episode(env, act, options={"task_id": f"device/train/{task}"}, max_turns=6)
+    assert res.terminated and res.rewards[-1] == 1.0 and res.info["reward_components"]["success"] == 1.0
     assert ["-s", "emulator-5554", "shell", "settings", "get", "global", task.split(".")[1].replace("airplane", "airplane_mode") + "_on"] in fake.log()
 
 

@@ -8,28 +8,16 @@ import numpy as np
 import pytest
 
 from creditgym.agents.base import Context, Sampling
-from creditgym.agents.scripted import RandomPolicy, ScriptedPolicy
+from creditgym.agents.scripted import RandomPolicy, ScriptedPolicy, play_episode
 from creditgym.agents.scripted.device import device_expert, device_random
 
 ENV_ID = "creditgym/Device-v0"
 
 
-def play(env: gymnasium.Env, fn, seed: int) -> dict[str, float]:
-    obs, _ = env.reset(seed=seed)
-    ctx, rng = Context(obs_texts=[obs]), np.random.default_rng(seed)
-    while True:
-        action = fn(ctx, rng)
-        obs, _, terminated, truncated, info = env.step(action)
-        ctx.action_texts.append(action)
-        ctx.obs_texts.append(obs)
-        if terminated or truncated:
-            return info["reward_components"]
-
-
 @pytest.mark.parametrize(("difficulty", "target"), [(1, 0.95), (2, 0.95), (3, 0.9)])
 def test_expert_meets_targets(difficulty: int, target: float) -> None:
     env = gymnasium.make(ENV_ID, split="test", difficulty=difficulty)
-    comps = [play(env, device_expert, s) for s in range(25)]
+    comps = [play_episode(env, device_expert, s).components for s in range(25)]
     assert np.mean([c["success"] for c in comps]) >= target
     assert sum(c["collateral"] for c in comps) == 0
 
@@ -42,13 +30,13 @@ def test_expert_meets_targets(difficulty: int, target: float) -> None:
 ])
 def test_expert_is_robust_to_knobs(kwargs: dict) -> None:
     env = gymnasium.make(ENV_ID, **kwargs)
-    comps = [play(env, device_expert, s) for s in range(12)]
+    comps = [play_episode(env, device_expert, s).components for s in range(12)]
     assert np.mean([c["success"] for c in comps]) >= 0.9
 
 
 def test_random_baseline_is_low() -> None:
     env = gymnasium.make(ENV_ID, split="test", difficulty=(1, 2, 3))
-    comps = [play(env, device_random, s) for s in range(40)]
+    comps = [play_episode(env, device_random, s).components for s in range(40)]
     assert np.mean([c["success"] for c in comps]) <= 0.1
 
 

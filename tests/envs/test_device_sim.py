@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import creditgym
 from creditgym.agents.base import Context
+from creditgym.agents.scripted import play_episode
 from creditgym.agents.scripted.device import device_expert
 from creditgym.envs.base import split_of_key
 from creditgym.envs.device import DeviceEnv, generate_task, parse_screen, task_from_id
@@ -261,19 +262,10 @@ def test_state_key_tracks_hidden_state_not_turns() -> None:
 
 def test_reward_components_add_up_with_shaping() -> None:
     env = DeviceEnv(difficulty=2, progress_shaping=True, step_penalty=0.02, invalid_penalty=-0.1)
-    obs, _ = env.reset(seed=4)
-    ctx, rewards = Context(obs_texts=[obs]), []
-    obs, r, *_ = env.step("not an action")
-    ctx.action_texts.append("not an action"), ctx.obs_texts.append(obs), rewards.append(r)
-    assert r == -0.1
-    while True:
-        a = device_expert(ctx, np.random.default_rng(0))
-        obs, r, term, trunc, info = env.step(a)
-        ctx.action_texts.append(a), ctx.obs_texts.append(obs), rewards.append(r)
-        if term or trunc:
-            break
-    c = info["reward_components"]
-    assert term and obs == "" and c["success"] == 1.0
+    res = play_episode(env, lambda ctx, _: device_expert(ctx, np.random.default_rng(0)) if ctx.action_texts else "not an action", 4)
+    rewards, c = res.rewards, res.components
+    assert rewards[0] == -0.1 and res.ctx.action_texts[0] == "not an action"
+    assert res.terminated and res.ctx.obs_texts[-1] == "" and c["success"] == 1.0
     assert c["return"] == pytest.approx(sum(rewards))
     assert c["success"] + c["step_penalty"] + c["invalid"] + c["shaping"] == pytest.approx(c["return"])
     assert c["shaping"] == pytest.approx(0.0)  # potential-based with Φ = 0 at the start and the end
@@ -314,14 +306,7 @@ def test_data_matches_generator_other_splits(split: str) -> None:
 def test_every_checker_positive_negative_collateral(template: str) -> None:
     task = task_with(template, n=10, seed=3)
     env = DeviceEnv(popup_prob=0.0)
-    obs, _ = env.reset(options={"task_id": task.task_id})
-    ctx = Context(obs_texts=[obs])
-    while True:
-        a = device_expert(ctx, np.random.default_rng(0))
-        obs, _, term, trunc, info = env.step(a)
-        ctx.action_texts.append(a), ctx.obs_texts.append(obs)
-        if term or trunc:
-            break
+    play_episode(env, lambda ctx, _: device_expert(ctx, np.random.default_rng(0)), options={"task_id": task.task_id})
     final = clone(env._phone.data)
     assert judge(task, final, "complete")["success"] == 1.0  # positive: the expert's end state
     assert judge(task, task.private["world"], "complete")["success"] == 0.0  # negative: nothing done
@@ -331,11 +316,7 @@ def test_every_checker_positive_negative_collateral(template: str) -> None:
 
 def test_snapshot_state_continues_like_the_live_run() -> None:
     env = DeviceEnv(difficulty=3, popup_prob=0.5)
-    obs, _ = env.reset(seed=9)
-    ctx = Context(obs_texts=[obs])
-    for _ in range(3):
-        a = device_expert(ctx, np.random.default_rng(0))
-        ctx.action_texts.append(a), ctx.obs_texts.append(env.step(a)[0])
+    ctx = play_episode(env, lambda ctx, _: device_expert(ctx, np.random.default_rng(0)), 9, max_turns=3).ctx
     state = json.loads(json.dumps(env.get_state()))  # JSON-serializable
     tail = [device_expert(Context(obs_texts=list(ctx.obs_texts), action_texts=list(ctx.action_texts)), np.random.default_rng(0))]
     live = [env.step(a) for a in tail + ['{"action_type": "scroll", "direction": "down"}', '{"action_type": "open_app", "app_name": "Shop"}']]

@@ -1,10 +1,6 @@
 """Red-team real backends against a fake OpenAI-compatible server on 127.0.0.1, goal files, pools."""
 
-import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
+import _fake_servers_search as fs  # loaded by tests/envs/conftest.py
 import numpy as np
 import pytest
 
@@ -15,50 +11,28 @@ NET = {"timeout_s": 0.3, "max_retries": 1, "backoff_base_s": 0.01}
 
 class FakeOpenAI:
     """`mode` picks the answer: ok (echo a canned reply), 500, hang, notjson, nochoices; `judge`
-    is the judge's message content. Requests are recorded."""
+    is the judge's message content. Requests are recorded as (path, body)."""
 
     def __init__(self):
         self.mode, self.reply, self.judge, self.requests = "ok", "Happy to help!", "{}", []
-        fake = self
+        self.server = fs.FakeServer(self._answer).__enter__()
+        self.url = self.server.url + "/v1"
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                fake.requests.append((self.path, body))
-                if fake.mode == "hang":
-                    time.sleep(1.0)
-                if fake.mode == "500":
-                    return self._send(500, b"boom")
-                if fake.mode == "notjson":
-                    return self._send(200, b"<html>nope</html>")
-                if fake.mode == "nochoices":
-                    return self._send(200, b'{"object": "chat.completion"}')
-                is_judge = "judge" in body["messages"][0]["content"]
-                content = fake.judge if is_judge else fake.reply
-                data = {"choices": [{"message": {"role": "assistant", "content": content}}]}
-                self._send(200, json.dumps(data).encode())
-
-            def _send(self, code, payload):
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                try:
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    def _answer(self, path, headers, body):
+        self.requests.append((path, body))
+        delay = 1.0 if self.mode == "hang" else 0.0
+        if self.mode == "500":
+            return 500, b"boom", delay
+        if self.mode == "notjson":
+            return 200, b"<html>nope</html>", delay
+        if self.mode == "nochoices":
+            return 200, b'{"object": "chat.completion"}', delay
+        is_judge = "judge" in body["messages"][0]["content"]
+        content = self.judge if is_judge else self.reply
+        return fs.json_reply({"choices": [{"message": {"role": "assistant", "content": content}}]}, delay_s=delay)
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.__exit__(None, None, None)
 
 
 @pytest.fixture

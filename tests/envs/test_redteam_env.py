@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 import creditgym
-from creditgym.agents.base import Context
-from creditgym.agents.scripted import RandomPolicy, ScriptedPolicy
+from creditgym.agents.scripted import RandomPolicy, ScriptedPolicy, play_episode
 from creditgym.agents.scripted import redteam as rt_agents
 from creditgym.envs.redteam import CanaryJudge, RedTeamEnv, ScriptedVictim, novelty_bonus
 from creditgym.envs.redteam.game import HELDOUT_TOPIC, TOPICS, build_game, task_from_id
@@ -57,21 +56,9 @@ def test_written_leak_table(level):
     assert tuple(got) == LEAK_TABLE[level]
 
 
-def _play(env, fn, seed, rng, role="attacker"):
-    obs, info = env.reset(seed=seed)
-    ctx = Context(obs_texts=[obs], role=role)
-    while True:
-        a = fn(ctx, rng)
-        obs, r, te, tr, info = env.step(a)
-        ctx.action_texts.append(a)
-        ctx.obs_texts.append(obs)
-        if te or tr:
-            return info["reward_components"]
-
-
 def _rate(level, fn, max_turns=6, n=60):
     env, rng = RedTeamEnv(split="test", victim_level=level, max_turns=max_turns), np.random.default_rng(0)
-    return float(np.mean([_play(env, fn, s, rng)["success"] for s in range(n)]))
+    return float(np.mean([play_episode(env, fn, s, rng=rng, role="attacker").success for s in range(n)]))
 
 
 def test_attacker_targets_per_level():
@@ -117,7 +104,7 @@ def test_open_loop_format_and_mix():
 
 def _defender_mean(fn, n=60, benign_prob=0.5):
     env, rng = RedTeamEnv(role="defender", benign_prob=benign_prob, split="test"), np.random.default_rng(0)
-    return float(np.mean([_play(env, fn, s, rng, role="defender")["return"] for s in range(n)]))
+    return float(np.mean([play_episode(env, fn, s, rng=rng, role="defender").components["return"] for s in range(n)]))
 
 
 def test_defender_baselines():

@@ -1,31 +1,18 @@
 """RedTeamSelfPlay-v0: the two-player protocol, zero-sum scripted matches and benign matches."""
 
-import numpy as np
 import pytest
 
-from creditgym.agents.base import Context, Sampling
-from creditgym.agents.scripted import ScriptedPolicy
+from creditgym.agents.base import Sampling
+from creditgym.agents.scripted import ScriptedPolicy, play_episode
 from creditgym.agents.scripted import redteam as rt_agents
 from creditgym.envs.redteam import RedTeamSelfPlayEnv
 
 
 def play_match(env, policies, seed):
     """A plain loop over reset/step choosing the policy by info['role']; per-role contexts."""
-    obs, info = env.reset(seed=seed)
-    ctxs = {r: Context(role=r) for r in ("attacker", "defender")}
-    rng = np.random.default_rng(seed)
-    totals = {"attacker": 0.0, "defender": 0.0}
-    while True:
-        role = info["role"]
-        ctxs[role].obs_texts.append(obs)
-        action = policies[role](ctxs[role], rng)
-        ctxs[role].action_texts.append(action)
-        obs, r, te, tr, info = env.step(action)
-        totals[role] += r
-        if te or tr:
-            for k, v in info["final_rewards"].items():
-                totals[k] += v
-            return totals, info
+    res = play_episode(env, policies, seed)
+    assert res.terminated or res.truncated
+    return res.totals(), res.info
 
 
 EXPERTS = {"attacker": rt_agents.attacker_expert, "defender": rt_agents.defender_expert}

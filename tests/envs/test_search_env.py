@@ -15,7 +15,7 @@ import pytest
 
 import creditgym
 from creditgym.agents.base import Context
-from creditgym.agents.scripted import scripted_functions
+from creditgym.agents.scripted import play_episode, scripted_functions
 from creditgym.envs.base import Invalid, Parsed
 from creditgym.envs.search import (
     INVALID_MESSAGE,
@@ -38,16 +38,8 @@ THINK = "<think>t</think>"
 
 
 def play(env, seed, fn, options=None, rng_seed=0):
-    rng = np.random.default_rng(rng_seed)
-    obs, info = env.reset(seed=seed, options=options)
-    ctx = Context(obs_texts=[obs])
-    while True:
-        a = fn(ctx, rng)
-        obs, r, te, tr, info = env.step(a)
-        ctx.action_texts.append(a)
-        ctx.obs_texts.append(obs)
-        if te or tr:
-            return info, ctx
+    res = play_episode(env, fn, seed, options=options, rng=np.random.default_rng(rng_seed))
+    return res.info, res.ctx
 
 
 # ---------------------------------------------------------------- parser
@@ -113,19 +105,15 @@ def test_well_formed_reply_regex():
 
 def _solve(env, seed, answer_override=None, think=True):
     expert = scripted_functions("creditgym/Search-v0")[0]
-    obs, info = env.reset(seed=seed)
-    ctx = Context(obs_texts=[obs])
-    while True:
+
+    def act(ctx, rng):
         a = expert(ctx, np.random.default_rng(0))
         if "<answer>" in a and answer_override is not None:
             a = f"{THINK}<answer>{answer_override}</answer>"
-        if not think:
-            a = a.split("</think>\n", 1)[1]
-        obs, r, te, tr, info = env.step(a)
-        ctx.action_texts.append(a)
-        ctx.obs_texts.append(obs)
-        if te or tr:
-            return r, info["reward_components"]
+        return a if think else a.split("</think>\n", 1)[1]
+
+    res = play_episode(env, act, seed)
+    return res.rewards[-1], res.components
 
 
 def test_em_format_in_env():

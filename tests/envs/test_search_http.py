@@ -5,31 +5,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-from pathlib import Path
 
+import _fake_servers_search as fs  # loaded by tests/envs/conftest.py
 import gymnasium
 import numpy as np
 import pytest
 
 import creditgym
-from creditgym.agents.base import Context
-from creditgym.agents.scripted import scripted_functions
+from creditgym.agents.scripted import play_episode, scripted_functions
 from creditgym.envs.base import BackendError
 from creditgym.envs.search import SearchEnv
 from creditgym.envs.search.retrievers import bm25_for_world
 
-
-def _helper():
-    name = "_fake_servers_search"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-fs = _helper()
 FAST = {"timeout_s": 0.25, "backoff_base_s": 0.01}
 TEST_WORLD = 1
 QUERY = "<think>t</think><search>Ferbreithga Works headquarters</search>"
@@ -41,15 +28,8 @@ def http_env(url: str, **kw) -> SearchEnv:
 
 def expert_run(env, seed):
     expert = scripted_functions("creditgym/Search-v0")[0]
-    obs, info = env.reset(seed=seed)
-    ctx = Context(obs_texts=[obs])
-    while True:
-        a = expert(ctx, np.random.default_rng(0))
-        obs, r, te, tr, info = env.step(a)
-        ctx.action_texts.append(a)
-        ctx.obs_texts.append(obs)
-        if te or tr:
-            return ctx.obs_texts, info
+    res = play_episode(env, lambda ctx, _: expert(ctx, np.random.default_rng(0)), seed)
+    return res.ctx.obs_texts, res.info
 
 
 @pytest.mark.parametrize("scores", [True, False])

@@ -9,8 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import creditgym
-from creditgym.agents.base import Context
-from creditgym.agents.scripted import scripted_functions
+from creditgym.agents.scripted import play_episode, scripted_functions
 from creditgym.envs.parsing import normalize_answer
 from creditgym.envs.search import SearchEnv, contains_answer
 from creditgym.envs.selfsearch import (
@@ -33,16 +32,8 @@ T, S, I, A = "<think>r</think>", "<search>q</search>", "<information>doc</inform
 
 
 def play(env, seed, fn, options=None, rng_seed=0):
-    rng = np.random.default_rng(rng_seed)
-    obs, info = env.reset(seed=seed, options=options)
-    ctx = Context(obs_texts=[obs])
-    while True:
-        a = fn(ctx, rng)
-        obs, r, te, tr, info = env.step(a)
-        ctx.action_texts.append(a)
-        ctx.obs_texts.append(obs)
-        if te or tr:
-            return info, ctx
+    res = play_episode(env, fn, seed, options=options, rng=np.random.default_rng(rng_seed))
+    return res.info, res.ctx
 
 
 # ---------------------------------------------------------------- SSRL format reward

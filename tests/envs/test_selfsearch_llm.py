@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
+import _fake_servers_search as fs  # loaded by tests/envs/conftest.py
 import gymnasium
 import numpy as np
 import pytest
 
 import creditgym
-from creditgym.agents.base import Context
-from creditgym.agents.scripted import scripted_functions
+from creditgym.agents.scripted import play_episode, scripted_functions
 from creditgym.envs.search.retrievers import bm25_for_world, doc_as_text
 from creditgym.envs.selfsearch import SimSearchEnv, parse_llm_documents
 
-
-def _helper():
-    name = "_fake_servers_search"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-fs = _helper()
 FAST = {"timeout_s": 0.25, "backoff_base_s": 0.01}
 
 
@@ -137,18 +122,8 @@ def test_expert_and_check_env_with_fake_simulator():
     with fs.FakeServer(simulator) as srv:
         env = llm_env(srv.url)
         expert = scripted_functions("creditgym/SimSearch-v0")[0]
-        wins = []
-        for s in range(10):
-            obs, info = env.reset(seed=s, options={"noise_prob": 0.0})
-            ctx = Context(obs_texts=[obs])
-            while True:
-                a = expert(ctx, np.random.default_rng(0))
-                obs, r, te, tr, info = env.step(a)
-                ctx.action_texts.append(a)
-                ctx.obs_texts.append(obs)
-                if te or tr:
-                    break
-            wins.append(info["reward_components"]["success"])
+        act = lambda ctx, _: expert(ctx, np.random.default_rng(0))
+        wins = [play_episode(env, act, s, options={"noise_prob": 0.0}).success for s in range(10)]
         assert np.mean(wins) >= 0.9
         gym_env = gymnasium.make("creditgym/SimSearch-v0", source="llm", llm_url=srv.url + "/v1", llm_model="m", **FAST)
         assert creditgym.check_env(gym_env).ok

@@ -10,7 +10,7 @@ import pytest
 
 import creditgym
 from creditgym.agents.base import Context
-from creditgym.agents.scripted import scripted_functions
+from creditgym.agents.scripted import success_rate
 from creditgym.envs.tools import ToolsEnv, build_task, generate_task
 from creditgym.envs.tools.tasks import HELDOUT_KINDS, split_of
 
@@ -120,24 +120,7 @@ def test_mcp_tasks_from_jsonl(tmp_path) -> None:
 
 
 def _rate(env_id: str, which: str, seeds: int, **kw: object) -> float:
-    expert, random = scripted_functions(env_id)
-    act = expert if which == "expert" else random
-    env = gymnasium.make(env_id, **kw)
-    rng = np.random.default_rng(0)
-    wins = 0.0
-    for seed in range(seeds):
-        obs, _ = env.reset(seed=seed)
-        ctx = Context(obs_texts=[obs])
-        done = False
-        while not done:
-            a = act(ctx, rng)
-            obs, _, term, trunc, info = env.step(a)
-            ctx.action_texts.append(a)
-            ctx.obs_texts.append(obs)
-            done = term or trunc
-        wins += info["reward_components"]["success"]
-    env.close()
-    return wins / seeds
+    return success_rate(env_id, which, range(seeds), split=None, env_kwargs=kw, rng=np.random.default_rng(0))
 
 
 @pytest.mark.parametrize("env_id", IDS)
