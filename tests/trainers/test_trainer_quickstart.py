@@ -1,0 +1,57 @@
+"""The quickstart at a tiny budget writes every promised file; the CLI registers its commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _cache(tiny_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CREDITGYM_CACHE", str(tiny_cache))
+
+
+def test_quickstart_tiny_budget_writes_summary_and_files(tmp_path: Path) -> None:
+    from creditgym.trainers.quickstart import QuickstartConfig, run_quickstart
+
+    cfg = QuickstartConfig(hidden_size=32, num_layers=1, expert_episodes=8, sft_epochs=1, rl_steps=1, num_groups=1,
+                           group_size=2, n_eval=4, threads=1, progress=False, max_new_tokens=16)
+    s = run_quickstart(tmp_path, cfg)
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["before"]["success"] == s["before"]["success"]
+    for key in ("before", "after", "seed", "seconds", "split", "n_eval"):
+        assert key in on_disk
+    assert on_disk["split"] == "test" and on_disk["n_eval"] == 4 and on_disk["seed"] == 0
+    assert 0.0 <= on_disk["before"]["success"] <= 1.0 and 0.0 <= on_disk["after"]["success"] <= 1.0
+    assert on_disk["seconds"] > 0
+    from creditgym.store import RolloutStore
+
+    assert len(RolloutStore(tmp_path / "episodes.jsonl").read()) == 2
+    assert (tmp_path / "reward_curve.png").stat().st_size > 1000
+    assert (tmp_path / "metrics.jsonl").is_file() and (tmp_path / "sft" / "metrics.jsonl").is_file()
+
+
+def test_cli_registers_train_eval_quickstart_and_parses_config_flags() -> None:
+    from typer.testing import CliRunner
+
+    from creditgym.cli import app
+
+    names = {c.name for c in app.registered_commands}
+    assert {"train", "eval", "quickstart"} <= names
+    res = CliRunner().invoke(app, ["train", "--trainer", "ppo", "--list-flags"])
+    assert res.exit_code == 0 and "--vf-clip" in res.output and "CleanRL" in res.output
+
+    from creditgym.trainers.cli import parse_config_flags
+    from creditgym.trainers.grpo import GRPOConfig
+
+    cfg = parse_config_flags(GRPOConfig, ["--steps", "3", "--lr=1e-4", "--dynamic-sampling", "--no-tensorboard",
+                                          "--estimator-cfg", '{"gamma": 0.9}', "--dual-clip-c", "none",
+                                          "--adam-betas", "[0.9, 0.95]"])
+    assert (cfg.steps, cfg.lr, cfg.dynamic_sampling, cfg.tensorboard) == (3, 1e-4, True, False)
+    assert cfg.estimator_cfg == {"gamma": 0.9} and cfg.dual_clip_c is None and cfg.adam_betas == (0.9, 0.95)
+    import typer
+
+    with pytest.raises(typer.BadParameter, match="unknown flag"):
+        parse_config_flags(GRPOConfig, ["--stepz", "3"])

@@ -1,0 +1,183 @@
+"""`creditgym quickstart`: the whole loop offline on a laptop CPU in a few minutes.
+
+1. build the tiny from-scratch model and tokenizer (agents/tiny.py, cached);
+2. SFT warm start on episodes of a deliberately imperfect scripted expert
+   (`ScriptedPolicy.for_env(env, epsilon=...)`: a random well-formed action with probability epsilon);
+3. evaluate on the env's test split (before RL);
+4. RL with a turn-level credit estimator (GRPOTrainer);
+5. evaluate again on the same test tasks (after RL);
+
+and write `summary.json` (ARCHITECTURE.md "Entry points"), `episodes.jsonl` (the RL episodes, a
+RolloutStore file), `reward_curve.png`, `metrics.jsonl` and tensorboard logs (`tb/`, `sft/`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["QuickstartConfig", "plot_reward_curve", "run_quickstart"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class QuickstartConfig:
+    """Budget of the quickstart, tuned so RL visibly improves on the SFT warm start on 2 CPU cores."""
+
+    env_id: str = "creditgym/SearchEasy-v0"
+    seed: int = 0
+    threads: int = 2
+    """torch intra-op threads."""
+    hidden_size: int = 128
+    """Tiny model width (agents/tiny.py TinyConfig)."""
+    num_layers: int = 2
+    expert_episodes: int = 512
+    """Scripted episodes for the warm start."""
+    epsilon: float = 0.3
+    """Probability that the expert takes a random well-formed action instead (room for RL)."""
+    sft_epochs: int = 12
+    sft_lr: float = 1e-2
+    estimator: str = "turn_return"
+    """A turn-level estimator (CREDIT.md): turn_return, gigpo, ..."""
+    estimator_cfg: dict[str, Any] | None = None
+    rl_steps: int = 20
+    num_groups: int = 8
+    group_size: int = 8
+    rl_lr: float = 1e-3
+    max_new_tokens: int = 48
+    n_eval: int = 64
+    """Test-split tasks evaluated before and after RL (the same tasks both times)."""
+    eval_temperature: float = 1.0
+    """Evaluate the sampling policy RL trains (0 would evaluate greedily)."""
+    eval_seed: int = 12_345
+    progress: bool = True
+    topk: int = 1
+    """Documents per search (the easy env's default is 3; one keeps contexts short on CPU)."""
+    short_prompt: bool = True
+    """Use the two-line instruction in trainers/data/quickstart_prompt.txt (shorter contexts)."""
+
+    def env_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"topk": self.topk}
+        if self.short_prompt:
+            kw["prompt_path"] = str(Path(__file__).with_name("data") / "quickstart_prompt.txt")
+        return kw
+
+
+def _tiny_policy(cfg: QuickstartConfig) -> Any:
+    from creditgym.agents import tiny
+
+    h = cfg.hidden_size
+    tcfg = tiny.TinyConfig(hidden_size=h, intermediate_size=3 * h, num_layers=cfg.num_layers, num_heads=4, num_kv_heads=2)
+    return tiny.build(seed=cfg.seed, config=tcfg)
+
+
+def _expert_episodes(cfg: QuickstartConfig, tokenizer: Any) -> list[Any]:
+    from creditgym.agents import Collector, ScriptedPolicy
+    from creditgym.agents.base import Sampling
+
+    expert = ScriptedPolicy.for_env(cfg.env_id, tokenizer=tokenizer, epsilon=cfg.epsilon, seed=cfg.seed)
+    col = Collector(expert, cfg.env_id, group_size=1, env_kwargs={**cfg.env_kwargs(), "split": "train"},
+                    sampling=Sampling(max_new_tokens=cfg.max_new_tokens))  # fmt: skip
+    try:
+        return col.collect(num_groups=cfg.expert_episodes, seed=cfg.seed * 1_000_003 + 1)
+    finally:
+        col.close()
+
+
+def plot_reward_curve(history: list[dict[str, float]], before: float, after: float, path: Path) -> None:
+    """RL reward and success per step, with the held-out success before and after RL."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = list(range(1, len(history) + 1))
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
+    ax.plot(steps, [h.get("reward", float("nan")) for h in history], label="train reward", marker="o", ms=3)
+    ax.plot(steps, [h.get("success", float("nan")) for h in history], label="train success", marker="s", ms=3)
+    ax.axhline(before, color="grey", ls="--", label=f"test success before RL ({before:.2f})")
+    ax.axhline(after, color="green", ls="--", label=f"test success after RL ({after:.2f})")
+    ax.set_xlabel("RL step")
+    ax.set_ylim(-0.05, 1.05)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("creditgym quickstart")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) -> dict[str, Any]:
+    """Run the quickstart into `out_dir`; returns the summary (also written to summary.json)."""
+    from creditgym.store import RolloutStore
+    from creditgym.trainers.evaluate import evaluate
+    from creditgym.trainers.grpo import GRPOConfig, GRPOTrainer
+    from creditgym.trainers.sft import SFTConfig, SFTTrainer
+
+    cfg = config or QuickstartConfig()
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(int(cfg.threads), 1))
+    torch.manual_seed(cfg.seed)
+    stages: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        now = time.perf_counter()
+        stages[name] = round(now - since, 2)
+        return now
+
+    t = time.perf_counter()
+    policy = _tiny_policy(cfg)
+    t = lap("build_s", t)
+    expert = _expert_episodes(cfg, policy.tokenizer)
+    RolloutStore(out / "expert_episodes.jsonl", fsync=False).extend(expert)
+    t = lap("expert_s", t)
+    sft = SFTTrainer(policy, SFTConfig(lr=cfg.sft_lr, epochs=cfg.sft_epochs, batch_episodes=16, warmup_steps=5,
+                                       seed=cfg.seed, out_dir=str(out / "sft"), progress=cfg.progress), episodes=expert)  # fmt: skip
+    sft_summary = sft.train()
+    t = lap("sft_s", t)
+    eval_kw = dict(n_eval=cfg.n_eval, seed=cfg.eval_seed, split="test", temperature=cfg.eval_temperature,
+                   max_new_tokens=cfg.max_new_tokens, env_kwargs=cfg.env_kwargs())  # fmt: skip
+    before = evaluate(policy, cfg.env_id, **eval_kw)
+    RolloutStore(out / "eval_before.jsonl", fsync=False).extend(before.episodes)
+    t = lap("eval_before_s", t)
+    rl_cfg = GRPOConfig(
+        estimator=cfg.estimator, estimator_cfg=dict(cfg.estimator_cfg or {}), steps=cfg.rl_steps,
+        num_groups=cfg.num_groups, group_size=cfg.group_size, lr=cfg.rl_lr, max_new_tokens=cfg.max_new_tokens,
+        seed=cfg.seed, out_dir=str(out), progress=cfg.progress, env_kwargs={**cfg.env_kwargs(), "split": "train"},
+    )  # fmt: skip
+    rl = GRPOTrainer(policy, cfg.env_id, rl_cfg)
+    rl_summary = rl.train()
+    rl.collector.close()
+    t = lap("rl_s", t)
+    after = evaluate(policy, cfg.env_id, **eval_kw)
+    RolloutStore(out / "eval_after.jsonl", fsync=False).extend(after.episodes)
+    lap("eval_after_s", t)
+    seconds = time.perf_counter() - t0
+    plot_reward_curve(rl.history, before.success, after.success, out / "reward_curve.png")
+    summary = {
+        "before": {"success": before.success, "reward": before.reward},
+        "after": {"success": after.success, "reward": after.reward},
+        "seed": cfg.seed,
+        "seconds": round(seconds, 2),
+        "split": "test",
+        "n_eval": cfg.n_eval,
+        "env_id": cfg.env_id,
+        "estimator": cfg.estimator,
+        "eval_temperature": cfg.eval_temperature,
+        "stages_s": stages,
+        "sft": {"final_loss": sft_summary.get("loss"), "steps": sft_summary.get("steps"),
+                "expert_success": sum(e.outcome.get("success", 0.0) for e in expert) / max(len(expert), 1)},
+        "rl": {"steps": rl_summary.get("steps"), "skipped_steps": rl_summary.get("skipped_steps"),
+               "final_train_success": rl_summary.get("success")},
+        "config": asdict(cfg),
+    }  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

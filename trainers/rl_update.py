@@ -1,0 +1,124 @@
+"""The policy-gradient update on one round's batch (design/METHODS.md 1.1-1.9).
+
+`L = L_pg + kl_coef * L_KL - entropy_coef * L_H`, epochs x mini-batches optimizer steps, each one
+accumulated over micro-batches of at most `token_budget` padded tokens. Normalisers are computed per
+mini-batch and passed to every micro-batch, so the accumulated gradient equals the one-batch gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from creditgym.batch import CreditBatch
+from creditgym.trainers import losses
+from creditgym.trainers.common import forward_logprobs, has_nonfinite, micro_batches, row_lengths
+
+__all__ = ["UpdateInputs", "policy_update"]
+
+
+@dataclass(frozen=True)
+class UpdateInputs:
+    """What one role's update reads: the packed batch, its advantages, the trainable-token mask and
+    (when KL is on) reference logprobs on the same layout."""
+
+    batch: CreditBatch
+    adv: Any
+    mask_BT: torch.Tensor
+    ref_BT: torch.Tensor | None = None
+
+
+def _norm_const(trainer: Any) -> float | None:
+    cfg = trainer.config
+    if cfg.loss_agg != "seq-mean-token-sum-norm":
+        return cfg.loss_norm_const
+    return cfg.loss_norm_const or trainer._episode_token_budget()
+
+
+def policy_update(trainer: Any, learner: Any, inp: UpdateInputs) -> dict[str, float]:
+    """Run `ppo_epochs x mini_batches` optimizer steps on `inp`; returns token-weighted metrics."""
+    cfg = trainer.config
+    policy = learner.policy
+    batch = inp.batch
+    assert batch.ids_BT is not None and batch.attention_mask_BT is not None
+    ids_BT, attn_BT = batch.ids_BT, batch.attention_mask_BT
+    mask_BT = inp.mask_BT.bool()
+    adv_BT = inp.adv.token_BT.to(torch.float32)
+    learner.model.eval()  # dropout off: recomputed and training logprobs must agree (ratio 1 at start)
+    on_policy = cfg.ppo_epochs == 1 and cfg.mini_batches == 1 and cfg.tis_cap is None
+    old_BT = None if on_policy else policy.logprobs(ids_BT, attn_BT, cfg.temperature).cpu()
+    metrics: dict[str, float] = {}
+    tis_BT = None
+    if cfg.tis_cap is not None:
+        if batch.logprobs_BT is None:
+            raise ValueError("tis_cap is set but the batch has no sampling logprobs (Turn.action_logprobs)")
+        assert old_BT is not None
+        tis_BT, tis_m = losses.tis_weights(old_BT, batch.logprobs_BT, mask_BT, cfg.tis_cap, cfg.tis_level)
+        metrics.update(tis_m)
+    eps_scale_BT = None
+    if cfg.per_turn_clip:
+        eps_scale_BT = losses.per_turn_eps_scale(inp.adv.clip_scale_BK, batch.token_turn_BT)
+    eps_low = cfg.clip_eps_low if cfg.clip_eps_low is not None else cfg.clip_eps
+    eps_high = cfg.clip_eps_high if cfg.clip_eps_high is not None else cfg.clip_eps
+    norm_const = _norm_const(trainer)
+    lengths = row_lengths(attn_BT)
+    rng = np.random.default_rng([cfg.seed, trainer.step_idx, 17])
+    sums: dict[str, float] = {}
+    n_tok = 0.0
+    n_steps = 0
+    for _epoch in range(cfg.ppo_epochs):
+        order = rng.permutation(batch.B) if cfg.mini_batches > 1 else np.arange(batch.B)
+        for chunk in np.array_split(order, cfg.mini_batches):
+            rows_mb = sorted(int(i) for i in chunk)
+            denom = losses.aggregation_denom(mask_BT[rows_mb], cfg.loss_agg)
+            if denom <= 0:
+                trainer._skip("mini-batch has no trainable token")
+                continue
+            for micro in micro_batches([lengths[i] for i in rows_mb], cfg.token_budget):
+                rows = [rows_mb[j] for j in micro]
+                T = max(lengths[i] for i in rows)
+                logp, H = forward_logprobs(policy, ids_BT[rows, :T], attn_BT[rows, :T], cfg.temperature, cfg.entropy_coef > 0)
+                dev = logp.device
+                m = mask_BT[rows, :T].to(dev)
+                old = old_BT[rows, :T].to(dev) if old_BT is not None else logp.detach()
+                pg, pm = losses.policy_loss(
+                    logp, old, adv_BT[rows, :T].to(dev), m,
+                    eps_low=eps_low, eps_high=eps_high, dual_clip_c=cfg.dual_clip_c,
+                    eps_scale_BT=eps_scale_BT[rows, :T].to(dev) if eps_scale_BT is not None else None,
+                    is_weight_BT=tis_BT[rows, :T].to(dev) if tis_BT is not None else None,
+                    agg=cfg.loss_agg, norm_const=norm_const, denom=denom,
+                )  # fmt: skip
+                loss = pg
+                part = {"pg_loss": float(pg.detach()), **pm}
+                if inp.ref_BT is not None:
+                    k_BT = losses.kl_terms(logp, inp.ref_BT[rows, :T].to(dev), cfg.kl_estimator)
+                    kl = losses.aggregate(k_BT, m, cfg.loss_agg, norm_const, denom)
+                    if not cfg.kl_in_reward:
+                        loss = loss + cfg.kl_coef * kl
+                    part["kl_ref"] = float((k_BT.detach() * m).sum()) / max(float(m.sum()), 1.0)
+                if H is not None:
+                    ent = losses.aggregate(H, m, cfg.loss_agg, norm_const, denom)
+                    loss = loss - cfg.entropy_coef * ent
+                    part["entropy"] = float((H.detach() * m).sum()) / max(float(m.sum()), 1.0)
+                if has_nonfinite(loss):
+                    return {**metrics, **trainer._skip("NaN or inf in the loss")}
+                loss.backward()
+                w = float(m.sum())
+                n_tok += w
+                for k, v in part.items():
+                    # losses are already normalised by the mini-batch: sum them; ratios are token-weighted
+                    sums[k] = sums.get(k, 0.0) + (v if k == "pg_loss" else v * w)
+            norm = trainer._optimizer_step(cfg.max_grad_norm, learner)
+            sums["grad_norm"] = sums.get("grad_norm", 0.0) + norm
+            n_steps += 1
+    for k, v in sums.items():
+        if k in ("pg_loss", "grad_norm"):
+            metrics[k] = v / max(n_steps, 1)
+        else:
+            metrics[k] = v / max(n_tok, 1.0)
+    metrics["tokens"] = float(mask_BT.sum())
+    metrics["lr"] = float(learner.scheduler.get_last_lr()[0]) if learner.scheduler is not None else cfg.lr
+    return metrics
