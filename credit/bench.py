@@ -37,7 +37,7 @@ def synthetic_batch(B: int, K: int, T: int, seed: int = 0, group_size: int = 8) 
     """A random valid batch with every optional field: prefix trees shared with each group's first
     episode, 3K possible states, ~30% truncated, turn k's tokens inside slots [k*T/K, (k+1)*T/K).
     `token_turn_BT` is int64 as `CreditBatch.from_episodes` packs it (int32 works too, with less
-    memory: see `advantages.TokenIndex`)."""
+    memory: the broadcast converts it block by block)."""
     if T < 2 * K:
         raise ValueError(f"synthetic_batch needs T >= 2K (got T={T}, K={K}): each turn needs a token slot")
     g = torch.Generator().manual_seed(seed)

@@ -14,14 +14,16 @@ from creditgym.credit.advantages import (
     Advantages,
     broadcast_to_tokens,
     make_advantages,
-    token_index,
+    token_counts,
     whiten_stats,
+    whiten_tokens_,
 )
 from creditgym.credit.layout import whiten_turns
 from creditgym.credit.ops import rtg
 from creditgym.credit.registry import check_choice, check_finite, register_estimator, require
+from creditgym.credit.token_gae import token_level, turn_edges
 
-__all__ = ["bootstrap_values_B", "gae", "next_values_BK", "token_gae_TB", "turn_edges", "turn_gae_BK"]
+__all__ = ["bootstrap_values_B", "gae", "next_values_BK", "turn_edges", "turn_gae_BK"]
 
 _HOW_VALUES = "train with PPOTrainer (critic) or attach them with batch.with_values(values_BK=...)"
 
@@ -71,63 +73,6 @@ def turn_gae_BK(
     return rtg(delta, gamma * lam)
 
 
-def turn_edges(token_turn_BT: Tensor) -> tuple[tuple[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
-    """(b, t, k) of every turn's first and of its last action token, by `nonzero` (no episode loop)."""
-    act = token_turn_BT >= 0
-    change = token_turn_BT[:, 1:] != token_turn_BT[:, :-1]
-    first, last = act.clone(), act
-    first[:, 1:] &= change
-    last = last.clone()
-    last[:, :-1] &= change
-    out = []
-    for flag in (first, last):
-        b, t = flag.nonzero(as_tuple=True)
-        out.append((b, t, token_turn_BT[b, t].to(torch.int64)))
-    return out[0], out[1]
-
-
-def token_gae_TB(
-    token_turn_BT: Tensor,
-    v_BT: Tensor,
-    r_BK: Tensor,
-    boot_B: Tensor,
-    gamma: float,
-    lam: float,
-    restart_each_turn: bool,
-    last: tuple[Tensor, Tensor, Tensor],
-) -> Tensor:
-    """GAE over action tokens, observation tokens skipped; reward `r_BK[b,k]` on turn k's last token.
-
-    A reversed loop over T with `[B]` vector ops on time-major copies (CREDIT.md 10). With
-    `restart_each_turn` the next value and running advantage are 0 after each turn's last token
-    (hierarchical inner GAE). Returns the running advantage `[T, B]` (meaningful at action tokens).
-    """
-    B, T = token_turn_BT.shape
-    bl, tl, kl = last
-    rT = torch.zeros(T, B, dtype=r_BK.dtype, device=r_BK.device)
-    rT[tl, bl] = r_BK[bl, kl]
-    lastT = None
-    if restart_each_turn:
-        lastT = torch.zeros(T, B, dtype=torch.bool, device=r_BK.device)
-        lastT[tl, bl] = True
-    vT = v_BT.to(r_BK.dtype).T.contiguous()
-    rT -= vT  # r_t - v_t, so each step adds gamma * v_next + gamma * lam * A
-    actT = (token_turn_BT >= 0).T.contiguous()
-    outT = torch.empty_like(vT)
-    A = torch.zeros_like(boot_B)
-    v_next = boot_B.clone()
-    gl = gamma * lam
-    for t in range(T - 1, -1, -1):
-        a = actT[t]
-        if lastT is not None:
-            v_next = v_next.masked_fill(lastT[t], 0.0)
-            A = A.masked_fill(lastT[t], 0.0)
-        cand = torch.add(rT[t], v_next, alpha=gamma).add_(A, alpha=gl)
-        A = torch.where(a, cand, A, out=outT[t])
-        v_next = torch.where(a, vT[t], v_next)
-    return outT
-
-
 @register_estimator("gae", needs={"values": "critic"})
 def gae(
     batch: CreditBatch,
@@ -159,34 +104,27 @@ def gae(
         returns_BK = torch.where(mask, A_T + V, 0.0)
     if level == "turn":
         returns_BT = broadcast_to_tokens(returns_BK, batch.token_turn_BT, None)
-        tix = token_index(batch, dt)
+        w_BK = token_counts(batch, dt)
         if whiten:
-            mu, inv, ok = whiten_turns(A_T, tix.w_BK)
+            mu, inv, ok = whiten_turns(A_T, w_BK)
             A_T = (A_T - mu) * inv * ok
-        return make_advantages(batch, A_T, None, extras, returns_BK=returns_BK, returns_BT=returns_BT, tix=tix)
+        return make_advantages(batch, A_T, None, extras, returns_BK=returns_BK, returns_BT=returns_BT, w_BK=w_BK)
     v_BT = require(
         "gae", batch, "token_values_BT", f"token values (level={level!r})",
         "train with PPOTrainer (value head) or attach them with batch.with_values(token_values_BT=...)",
     ).to(dt)  # fmt: skip
-    act_BT = batch.token_turn_BT >= 0
-    check_finite("gae", "token_values_BT", v_BT, act_BT)
-    (bf, tf, kf), last = turn_edges(batch.token_turn_BT)
+    if not bool(torch.isfinite(v_BT.sum())):
+        check_finite("gae", "token_values_BT", v_BT, batch.token_turn_BT >= 0)
     if level == "token":
-        A_TB = token_gae_TB(batch.token_turn_BT, v_BT, r, boot_B, gamma, lam, False, last)
-        turn_BK = torch.zeros_like(r)
-        turn_BK[bf, kf] = A_TB[tf, bf]
-        returns_BK = torch.zeros_like(r)
-        returns_BK[bf, kf] = A_TB[tf, bf] + v_BT[bf, tf]
+        token_BT, returns_BT, turn_BK, returns_BK = token_level(batch, v_BT, r, boot_B, gamma, lam, False)
     else:
-        A_TB = token_gae_TB(batch.token_turn_BT, v_BT, returns_BK, torch.zeros_like(boot_B), gamma_token, lam_token, True, last)
+        zero_B = torch.zeros_like(boot_B)
+        token_BT, returns_BT, _, _ = token_level(batch, v_BT, returns_BK, zero_B, gamma_token, lam_token, True)
         turn_BK = A_T
-    A_BT = A_TB.T.contiguous()
-    del A_TB
-    returns_BT = torch.where(act_BT, A_BT + v_BT, 0.0)
-    token_BT = torch.where(batch.loss_mask_BT, A_BT, 0.0)
-    del A_BT
     if whiten:
         mu, inv, ok = whiten_stats(token_BT, batch.loss_mask_BT)
-        token_BT = (token_BT - mu).mul_(inv * ok)
+        whiten_tokens_(token_BT, batch.loss_mask_BT, mu, inv * ok)
         turn_BK = (turn_BK - mu) * inv * ok
-    return make_advantages(batch, turn_BK, token_BT, extras, returns_BK=returns_BK, returns_BT=returns_BT)
+    return make_advantages(
+        batch, turn_BK, token_BT, extras, returns_BK=returns_BK, returns_BT=returns_BT, token_masked=True
+    )

@@ -18,13 +18,35 @@ __all__ = [
     "dense_ids",
     "flat_group_BK",
     "loo_baseline",
+    "chunk_major",
     "normalize",
+    "reverse_linear_scan",
+    "reverse_linear_scan_",
+    "row_blocks",
     "rtg",
     "segment_stats",
     "suffix_min",
 ]
 
 SINGLETON_RULES = ("raw", "zero")
+
+# Elements per row block of `[B, T]` work on CPU: an int64 block is 1 MB (fits L2). Every fresh `[B, T]`
+# tensor costs page faults on first touch (glibc maps each large allocation anew), more than the
+# arithmetic itself, so token-level work runs block by block and writes into its outputs.
+CPU_BLOCK_ELEMS = 1 << 17
+
+
+def row_blocks(B: int, T: int, device: torch.device, elems: int | None = None) -> list[slice]:
+    """Row slices covering `[0, B)` for block-wise `[B, T]` work (CREDIT.md 10).
+
+    On CPU each block holds about `elems` (default `CPU_BLOCK_ELEMS`) token slots, so temporaries stay small and are
+    reused by the allocator; on accelerators (caching allocators) the whole batch is one block.
+    A loop over a handful of row blocks, never over episodes.
+    """
+    if device.type != "cpu":
+        return [slice(0, B)] if B else []
+    R = max(1, (CPU_BLOCK_ELEMS if elems is None else elems) // max(T, 1))
+    return [slice(s, min(B, s + R)) for s in range(0, B, R)]
 
 
 def dense_ids(key: Tensor) -> tuple[Tensor, int]:
@@ -135,3 +157,49 @@ def suffix_min(x_BK: Tensor, mask_BK: Tensor) -> Tensor:
     inf = torch.full_like(x_BK, float("inf"))
     y = torch.where(mask_BK, x_BK, inf).flip(1).cummin(1).values.flip(1)
     return torch.where(mask_BK, y, torch.zeros_like(y))
+
+
+def chunk_major(x_RT: Tensor, L: int) -> Tensor:
+    """The `[L, R, T/L]` view (no copy) of a row-contiguous `[R, T]` tensor: offset j within chunk,
+    row, chunk index. Elementwise ops with such views read or write row-major data in the layout
+    of `reverse_linear_scan_` without a separate transpose copy. Needs `T % L == 0`."""
+    R, T = x_RT.shape
+    return x_RT.view(R, T // L, L).permute(2, 0, 1)
+
+
+def reverse_linear_scan_(d: Tensor, c: Tensor) -> Tensor:
+    """In place on contiguous `[L, R, nC]` (see `chunk_major`): `A_t = d_t + c_t A_(t+1)` along the
+    position `t = chunk * L + offset` of every row, with `A = 0` after the last position.
+
+    Two levels (CREDIT.md 10): a loop over the L offsets (all rows and chunks at once) gives each
+    position's value for a zero carry and the product of the `c` to its chunk's end (left in `c`);
+    a loop over the chunks carries the true value at each chunk start backwards; one `addcmul`
+    adds the carries. `L + nC` vector steps instead of `L * nC`; only multiplications and
+    additions, no division, so `c` may hold zeros (restarts). Returns `d`, now holding A.
+    """
+    L, R, nC = d.shape
+    for j in range(L - 2, -1, -1):
+        d[j].addcmul_(c[j], d[j + 1])
+        c[j].mul_(c[j + 1])
+    start = torch.empty(nC, R, dtype=d.dtype, device=d.device)  # a copy, never a view (R = 1!)
+    start.copy_(d[0].T)  # value at each chunk start for a zero carry
+    prod = c[0].T
+    for i in range(nC - 2, -1, -1):
+        start[i].addcmul_(prod[i], start[i + 1])
+    carry = torch.zeros(R, nC, dtype=d.dtype, device=d.device)
+    carry[:, :-1] = start[1:].T
+    return d.addcmul_(c, carry)
+
+
+def reverse_linear_scan(d_RT: Tensor, c_RT: Tensor, chunk: int = 64) -> Tensor:
+    """`A[:, t] = d[:, t] + c[:, t] * A[:, t+1]` with `A[:, T] = 0`, for every row at once (a new
+    tensor; the inputs are not modified). Chunked as `reverse_linear_scan_` describes."""
+    R, T = d_RT.shape
+    if R == 0 or T == 0:
+        return torch.zeros_like(d_RT)
+    L = max(1, min(chunk, T))
+    pad = -T % L
+    d = torch.nn.functional.pad(d_RT, (0, pad))
+    c = torch.nn.functional.pad(c_RT, (0, pad))
+    A = reverse_linear_scan_(chunk_major(d, L).contiguous(), chunk_major(c, L).contiguous())
+    return A.permute(1, 2, 0).reshape(R, T + pad)[:, :T]

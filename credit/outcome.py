@@ -10,7 +10,7 @@ from creditgym.credit.advantages import (
     Advantages,
     broadcast_to_tokens,
     make_advantages,
-    token_index,
+    token_counts,
     whiten_stats,
 )
 from creditgym.credit.layout import episode_groups, group_loo, group_z, token_layout, whiten_turns
@@ -56,11 +56,11 @@ def _whitened_turn_constant(
     batch: CreditBatch, X_BK: Tensor, stats: str, eps: float, recenter: bool
 ) -> Advantages:
     """Whiten values that are constant over each turn's tokens: token stats from per-turn counts."""
-    tix = token_index(batch, X_BK.dtype)
-    w_BK = tix.w_BK if stats == "token" else batch.turn_mask_BK
+    w_tok = token_counts(batch, X_BK.dtype)
+    w_BK = w_tok if stats == "token" else batch.turn_mask_BK
     mu, inv, ok = whiten_turns(X_BK, w_BK, eps)
     A_BK = ((X_BK - mu) if recenter else X_BK) * inv * ok
-    return make_advantages(batch, A_BK, tix=tix)
+    return make_advantages(batch, A_BK, w_BK=w_tok)
 
 
 @register_estimator("reinforce++")
