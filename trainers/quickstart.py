@@ -40,10 +40,10 @@ class QuickstartConfig:
     num_layers: int = 2
     expert_episodes: int = 512
     """Scripted episodes for the warm start."""
-    epsilon: float = 0.3
+    epsilon: float = 0.2
     """Probability that the expert takes a random well-formed action instead (room for RL)."""
-    sft_epochs: int = 12
-    sft_lr: float = 1e-2
+    sft_epochs: int = 8
+    sft_lr: float = 3e-3
     estimator: str = "turn_return"
     """A turn-level estimator (CREDIT.md): turn_return, gigpo, ..."""
     estimator_cfg: dict[str, Any] | None = None
@@ -63,8 +63,12 @@ class QuickstartConfig:
     short_prompt: bool = True
     """Use the two-line instruction in trainers/data/quickstart_prompt.txt (shorter contexts)."""
 
+    reward: str = "f1"
+    """Env reward: token F1 of the answer (partial credit gives RL a signal before any exact
+    match); success stays exact match."""
+
     def env_kwargs(self) -> dict[str, Any]:
-        kw: dict[str, Any] = {"topk": self.topk}
+        kw: dict[str, Any] = {"topk": self.topk, "reward": self.reward}
         if self.short_prompt:
             kw["prompt_path"] = str(Path(__file__).with_name("data") / "quickstart_prompt.txt")
         return kw

@@ -100,7 +100,11 @@ def _turns_left(ctx: Context) -> int:
     return total - len(ctx.action_texts)
 
 
-def _reply(kind: str, text: str, thought: str) -> str:
+def _reply(ctx: Context, kind: str, text: str, thought: str) -> str:
+    """One action block, with a `<think>` block only when the prompt asks for one (short prompts,
+    such as the quickstart's, do not: the policy then imitates shorter actions)."""
+    if ctx.obs_texts and "<think>" not in ctx.obs_texts[0]:
+        return f"<{kind}>{text}</{kind}>"
     return f"<think>{thought}</think>\n<{kind}>{text}</{kind}>"
 
 
@@ -108,7 +112,7 @@ def search_expert(ctx: Context, rng: np.random.Generator) -> str:
     """Hop by hop: search, read the fact from the entity's own document, re-search on disagreement."""
     parsed = invert_question(question_of(ctx.obs_texts[0]))
     if parsed is None:
-        return _reply("answer", "unknown", "The question is not one I can decompose.")
+        return _reply(ctx, "answer", "unknown", "The question is not one I can decompose.")
     entity, path = parsed
     history = _searches(ctx)
     for hop, rel in enumerate(path):
@@ -126,10 +130,10 @@ def search_expert(ctx: Context, rng: np.random.Generator) -> str:
         if resolved is None:
             if _turns_left(ctx) <= 1:
                 guess = claims.most_common(1)[0][0] if claims else entity
-                return _reply("answer", guess, "Out of replies: answer with the best guess.")
-            return _reply("search", query, f"Hop {hop + 1}: find the {rel.replace('_', ' ')} of {entity}.")
+                return _reply(ctx, "answer", guess, "Out of replies: answer with the best guess.")
+            return _reply(ctx, "search", query, f"Hop {hop + 1}: find the {rel.replace('_', ' ')} of {entity}.")
         entity = resolved
-    return _reply("answer", entity, "All hops are resolved.")
+    return _reply(ctx, "answer", entity, "All hops are resolved.")
 
 
 def search_random(ctx: Context, rng: np.random.Generator) -> str:
@@ -138,10 +142,10 @@ def search_random(ctx: Context, rng: np.random.Generator) -> str:
     if _turns_left(ctx) > 1 and rng.random() < 0.5:
         k = int(rng.integers(1, min(3, len(words)) + 1))
         picks = rng.choice(len(words), size=k, replace=False)
-        return _reply("search", " ".join(words[int(i)] for i in sorted(picks)), "Try some words.")
+        return _reply(ctx, "search", " ".join(words[int(i)] for i in sorted(picks)), "Try some words.")
     titles = sorted({t for _, body in _searches(ctx) for t, _ in parse_docs(body)})
     pool = titles or words
-    return _reply("answer", pool[int(rng.integers(len(pool)))], "Guess.")
+    return _reply(ctx, "answer", pool[int(rng.integers(len(pool)))], "Guess.")
 
 
 for _env_id in ("creditgym/Search-v0", "creditgym/SearchEasy-v0"):
