@@ -5,7 +5,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.creditgym-installed
+FILES  := $(VENV)/.creditgym-files
+LINKS  := $(VENV)/.creditgym-links
 OUT    ?= runs/quickstart
+
+# The strict editable install is a link tree of the package files: refresh it (seconds) whenever
+# the set of files changes, e.g. after a pull that adds a module.
+_ := $(shell mkdir -p $(VENV) && find core envs agents credit trainers -type f ! -path '*/__pycache__/*' | sort > $(FILES).new \
+	&& (cmp -s $(FILES).new $(FILES) || mv $(FILES).new $(FILES)); rm -f $(FILES).new)
 
 .PHONY: quickstart test lint typecheck system-packages clean
 
@@ -18,6 +25,10 @@ $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-packages
 	touch $(STAMP)
 
+$(LINKS): $(STAMP) $(FILES)
+	$(PY) -m pip install -q --no-deps -e . --config-settings editable_mode=strict
+	touch $(LINKS)
+
 # bubblewrap (sandbox for code execution) with apt when run as root; skipped otherwise.
 system-packages:
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1 && ! command -v bwrap >/dev/null 2>&1; then \
@@ -25,16 +36,16 @@ system-packages:
 		|| echo "note: could not install bubblewrap; sandbox tests fall back to the subprocess sandbox"; \
 	fi
 
-quickstart: $(STAMP)
+quickstart: $(LINKS)
 	$(VENV)/bin/creditgym quickstart --out $(OUT)
 
-lint: $(STAMP)
+lint: $(LINKS)
 	$(VENV)/bin/ruff check core envs agents credit trainers examples tests
 
-typecheck: $(STAMP)
+typecheck: $(LINKS)
 	$(VENV)/bin/mypy -p creditgym
 
-test: $(STAMP) lint typecheck
+test: $(LINKS) lint typecheck
 	$(VENV)/bin/pytest -q
 
 clean:
