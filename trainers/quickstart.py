@@ -147,8 +147,8 @@ def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) 
                                        seed=cfg.seed, out_dir=str(out / "sft"), progress=cfg.progress), episodes=expert)  # fmt: skip
     sft_summary = sft.train()
     t = lap("sft_s", t)
-    eval_kw = dict(n_eval=cfg.n_eval, seed=cfg.eval_seed, split="test", temperature=cfg.eval_temperature,
-                   max_new_tokens=cfg.max_new_tokens, env_kwargs=cfg.env_kwargs())  # fmt: skip
+    eval_kw: dict[str, Any] = dict(n_eval=cfg.n_eval, seed=cfg.eval_seed, split="test", temperature=cfg.eval_temperature,
+                                   max_new_tokens=cfg.max_new_tokens, env_kwargs=cfg.env_kwargs())  # fmt: skip
     before = evaluate(policy, cfg.env_id, **eval_kw)
     RolloutStore(out / "eval_before.jsonl", fsync=False).extend(before.episodes)
     t = lap("eval_before_s", t)

@@ -68,7 +68,7 @@ class RLTrainerBase(TrainerLoop):
                 apply_lora(p, cfg.lora_r, cfg.lora_alpha)
         learners = {}
         for role, p in self.policies.items():
-            opt, sched = build_optimizer(p.model, cfg.lr, cfg.weight_decay, cfg.warmup_steps, tuple(cfg.adam_betas))
+            opt, sched = build_optimizer(p.model, cfg.lr, cfg.weight_decay, cfg.warmup_steps, (float(cfg.adam_betas[0]), float(cfg.adam_betas[1])))
             learners[role] = Learner(p, opt, sched)
         self._refs: dict[str, Any] = {}
         if cfg.kl_coef > 0:
@@ -238,9 +238,9 @@ class RLTrainerBase(TrainerLoop):
             changes["outcome_B"] = batch.outcome_B + delta_BK.sum(1).to(batch.outcome_B.dtype)
         return dataclasses.replace(batch, **changes)
 
-    def _episode_token_budget(self) -> float:
+    def _episode_token_budget(self) -> int:
         max_turns = int(self.env_kwargs.get("max_turns", 0) or 0) or 6
-        return float(max_turns * self.config.max_new_tokens)
+        return max_turns * self.config.max_new_tokens
 
     def _ref_logprobs(self, role: str, batch: CreditBatch) -> torch.Tensor | None:
         if self.config.kl_coef <= 0:

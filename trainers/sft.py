@@ -176,12 +176,9 @@ class SFTTrainer(TrainerLoop):
         from creditgym.agents.rollout import Collector
 
         cfg = self.config
-        col = Collector(self.policy, self.env_id, group_size=cfg.rft_n, env_kwargs=dict(cfg.env_kwargs))
-        sampled = col.collect(
-            num_groups=cfg.rft_groups,
-            seed=cfg.seed * 7919 + self._round * 104729,
-            sampling=Sampling(temperature=cfg.rft_temperature, max_new_tokens=cfg.max_new_tokens),
-        )
+        sampling = Sampling(temperature=cfg.rft_temperature, max_new_tokens=cfg.max_new_tokens)
+        col = Collector(self.policy, self.env_id, group_size=cfg.rft_n, env_kwargs=dict(cfg.env_kwargs), sampling=sampling)
+        sampled = col.collect(num_groups=cfg.rft_groups, seed=cfg.seed * 7919 + self._round * 104729)
         self.episodes = rft_select(sampled, cfg.rft_k, cfg.rft_threshold)
         log.info("RFT round %d: kept %d of %d sampled episodes", self._round, len(self.episodes), len(sampled))
 

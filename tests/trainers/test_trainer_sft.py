@@ -128,3 +128,15 @@ def test_sigkill_then_resume_reaches_the_same_parameters(tiny_cache: Path, tmp_p
     subprocess.run([sys.executable, str(script), str(cut), "-1"], check=True, env=env, timeout=240)
     a, b = torch.load(ref / "final.pt"), torch.load(cut / "final.pt")
     assert torch.equal(a, b)
+
+
+def test_rft_samples_with_the_policy_filters_and_trains(tiny_policy) -> None:
+    cfg = SFTConfig(rft_n=2, rft_groups=2, rft_k=1, rft_threshold=-1.0, max_new_tokens=6, epochs=1, batch_episodes=2,
+                    env_kwargs={"max_turns": 2}, progress=False)
+    tr = SFTTrainer(tiny_policy, cfg, env_id="creditgym/SearchEasy-v0")
+    tr.train()
+    # every episode was sampled by the policy itself (real logprobs), and at most rft_k per task were kept
+    assert 1 <= len(tr.episodes) <= cfg.rft_groups * cfg.rft_k
+    assert len({e.task_id for e in tr.episodes}) == len(tr.episodes)
+    assert all(lp < 0 for e in tr.episodes for t in e.turns for lp in t.action_logprobs)
+    assert tr.step_idx == tr.total_steps
