@@ -22,6 +22,7 @@ import tenacity
 
 from creditgym.agents.base import Context, Generation, Sampling
 from creditgym.agents.scripted.tokenizer import ByteTokenizer
+from creditgym.envs._http import normalize_base_url
 
 __all__ = ["OpenAIError", "OpenAIPolicy"]
 
@@ -70,16 +71,14 @@ class OpenAIPolicy:
         extra_body: Mapping[str, Any] | None = None,
         on_error: str = "raise",
     ):
-        url = httpx.URL(base_url)
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"base_url must look like http://host:port/v1, got {base_url!r}")
+        base = normalize_base_url(base_url, example="http://host:port/v1")
         if api not in ("chat", "completions"):
             raise ValueError(f"api must be 'chat' or 'completions', got {api!r}")
         if server not in ("generic", "vllm"):
             raise ValueError(f"server must be 'generic' or 'vllm', got {server!r}")
         if on_error not in ("raise", "empty"):
             raise ValueError(f"on_error must be 'raise' or 'empty', got {on_error!r}")
-        self.base_url = str(url).rstrip("/")
+        self.base_url = base
         self.model_name, self.api, self.server, self.on_error = model, api, server, on_error
         self.local_tokenizer = tokenizer is not None
         self.tokenizer = tokenizer if tokenizer is not None else ByteTokenizer()

@@ -17,9 +17,17 @@ import tenacity
 
 from creditgym.envs.base import BackendError
 
-__all__ = ["JsonClient"]
+__all__ = ["JsonClient", "normalize_base_url"]
 
 log = logging.getLogger(__name__)
+
+
+def normalize_base_url(base_url: str, example: str = "http://host:port") -> str:
+    """`base_url` without a trailing slash; ValueError (naming `example`) unless it is http(s) with a host."""
+    url = httpx.URL(base_url)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"base_url must look like {example}, got {base_url!r}")
+    return str(url).rstrip("/")
 
 
 class _Retryable(Exception):
@@ -39,10 +47,7 @@ class JsonClient:
         backoff_base_s: float = 0.5,
         headers: dict[str, str] | None = None,
     ):
-        url = httpx.URL(base_url)
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"base_url must look like http://host:port, got {base_url!r}")
-        self.base_url = str(url).rstrip("/")
+        self.base_url = normalize_base_url(base_url)
         self.timeout_s = float(timeout_s)
         self.max_retries = int(max_retries)
         self.backoff_base_s = float(backoff_base_s)
