@@ -21,6 +21,7 @@ _LAZY: dict[str, str] = {
     "tiny": "creditgym.agents.tiny",
     "pretrained": "creditgym.agents.pretrained",
     "offline": "creditgym.agents.offline",
+    "induction": "creditgym.agents.induction",
 }
 
 __all__ = [

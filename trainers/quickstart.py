@@ -1,6 +1,7 @@
 """`creditgym quickstart`: the whole loop offline on a laptop CPU in a few minutes.
 
-1. build the tiny from-scratch model and tokenizer (agents/tiny.py, cached);
+1. build the tiny from-scratch model and tokenizer (agents/tiny.py, cached), then an induction
+   warm-up on synthetic copy rows (agents/induction.py) so it can copy names it has never seen;
 2. SFT warm start on episodes of a deliberately imperfect scripted expert
    (`ScriptedPolicy.for_env(env, epsilon=...)`: a random well-formed action with probability epsilon);
 3. evaluate on the env's test split (before RL);
@@ -38,6 +39,9 @@ class QuickstartConfig:
     hidden_size: int = 128
     """Tiny model width (agents/tiny.py TinyConfig)."""
     num_layers: int = 2
+    induction_steps: int = 900
+    """Induction warm-up steps before SFT (agents/induction.py; 0 = off). Test-world names are
+    unseen, so answering needs copying, which SFT alone does not teach the tiny model in budget."""
     expert_episodes: int = 512
     """Scripted episodes for the warm start."""
     epsilon: float = 0.2
@@ -119,6 +123,7 @@ def plot_reward_curve(history: list[dict[str, float]], before: float, after: flo
 
 def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) -> dict[str, Any]:
     """Run the quickstart into `out_dir`; returns the summary (also written to summary.json)."""
+    from creditgym.agents.induction import InductionConfig, induction_warmup
     from creditgym.store import RolloutStore
     from creditgym.trainers.evaluate import evaluate
     from creditgym.trainers.grpo import GRPOConfig, GRPOTrainer
@@ -140,6 +145,8 @@ def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) 
     t = time.perf_counter()
     policy = _tiny_policy(cfg)
     t = lap("build_s", t)
+    induction = induction_warmup(policy.model, policy.tokenizer, InductionConfig(steps=cfg.induction_steps, seed=cfg.seed))
+    t = lap("induction_s", t)
     expert = _expert_episodes(cfg, policy.tokenizer)
     RolloutStore(out / "expert_episodes.jsonl", fsync=False).extend(expert)
     t = lap("expert_s", t)
@@ -177,6 +184,7 @@ def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) 
         "estimator": cfg.estimator,
         "eval_temperature": cfg.eval_temperature,
         "stages_s": stages,
+        "induction": induction,
         "sft": {"final_loss": sft_summary.get("loss"), "steps": sft_summary.get("steps"),
                 "expert_success": sum(e.outcome.get("success", 0.0) for e in expert) / max(len(expert), 1)},
         "rl": {"steps": rl_summary.get("steps"), "skipped_steps": rl_summary.get("skipped_steps"),

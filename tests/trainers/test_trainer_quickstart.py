@@ -17,7 +17,8 @@ def test_quickstart_tiny_budget_writes_summary_and_files(tmp_path: Path) -> None
     from creditgym.trainers.quickstart import QuickstartConfig, run_quickstart
 
     cfg = QuickstartConfig(hidden_size=32, num_layers=1, expert_episodes=8, sft_epochs=1, rl_steps=1, num_groups=1,
-                           group_size=2, n_eval=4, threads=1, progress=False, max_new_tokens=16)
+                           group_size=2, n_eval=4, threads=1, progress=False, max_new_tokens=16,
+                           induction_steps=3)
     s = run_quickstart(tmp_path, cfg)
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk["before"]["success"] == s["before"]["success"]
@@ -26,6 +27,7 @@ def test_quickstart_tiny_budget_writes_summary_and_files(tmp_path: Path) -> None
     assert on_disk["split"] == "test" and on_disk["n_eval"] == 4 and on_disk["seed"] == 0
     assert 0.0 <= on_disk["before"]["success"] <= 1.0 and 0.0 <= on_disk["after"]["success"] <= 1.0
     assert on_disk["seconds"] > 0
+    assert on_disk["induction"]["steps"] == 3 and "induction_s" in on_disk["stages_s"]
     from creditgym.store import RolloutStore
 
     assert len(RolloutStore(tmp_path / "episodes.jsonl").read()) == 2
