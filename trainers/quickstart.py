@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["QuickstartConfig", "plot_reward_curve", "run_quickstart"]
+__all__ = ["QuickstartConfig", "plot_reward_curve", "run_quickstart", "warm_start"]
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,18 @@ class QuickstartConfig:
     short_prompt: bool = True
     """Use the two-line instruction in trainers/data/quickstart_prompt.txt (shorter contexts)."""
 
+    train_corpus: str = "shared"
+    """Search corpus of the SFT and RL episodes: "shared" (the train split's fixed world) or "episode"
+    (a fresh 40-entity world per task, so names cannot be memorized; evaluation always uses the test
+    split's shared world)."""
+
     reward: str = "f1"
     """Env reward: token F1 of the answer (partial credit gives RL a signal before any exact
     match); success stays exact match."""
+
+    def train_env_kwargs(self) -> dict[str, Any]:
+        """Env kwargs of the SFT and RL episodes (train split)."""
+        return {**self.env_kwargs(), "split": "train", "corpus": self.train_corpus}
 
     def env_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"topk": self.topk, "reward": self.reward}
@@ -91,7 +100,7 @@ def _expert_episodes(cfg: QuickstartConfig, tokenizer: Any) -> list[Any]:
     from creditgym.agents.base import Sampling
 
     expert = ScriptedPolicy.for_env(cfg.env_id, tokenizer=tokenizer, epsilon=cfg.epsilon, seed=cfg.seed)
-    col = Collector(expert, cfg.env_id, group_size=1, env_kwargs={**cfg.env_kwargs(), "split": "train"},
+    col = Collector(expert, cfg.env_id, group_size=1, env_kwargs=cfg.train_env_kwargs(),
                     sampling=Sampling(max_new_tokens=cfg.max_new_tokens))  # fmt: skip
     try:
         return col.collect(num_groups=cfg.expert_episodes, seed=cfg.seed * 1_000_003 + 1)
@@ -121,13 +130,57 @@ def plot_reward_curve(history: list[dict[str, float]], before: float, after: flo
     plt.close(fig)
 
 
+class _Laps:
+    """Seconds per named stage, measured back to back."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+        self.t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.stages[name] = round(now - self.t, 2)
+        self.t = now
+
+
+def warm_start(cfg: QuickstartConfig, out_dir: str | Path) -> tuple[Any, dict[str, Any]]:
+    """Build the tiny model, run the induction warm-up and SFT it on the imperfect expert's episodes
+    (written to `out_dir/expert_episodes.jsonl`, SFT logs to `out_dir/sft/`). Returns the policy and
+    a report: `induction` and `sft` metrics, `expert_success`, `stages_s`."""
+    from creditgym.agents.induction import InductionConfig, induction_warmup
+    from creditgym.store import RolloutStore
+    from creditgym.trainers.sft import SFTConfig, SFTTrainer
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    laps = _Laps()
+    policy = _tiny_policy(cfg)
+    laps.lap("build_s")
+    induction = induction_warmup(
+        policy.model, policy.tokenizer, InductionConfig(steps=cfg.induction_steps, seed=cfg.seed)
+    )
+    laps.lap("induction_s")
+    expert = _expert_episodes(cfg, policy.tokenizer)
+    RolloutStore(out / "expert_episodes.jsonl", fsync=False).extend(expert)
+    laps.lap("expert_s")
+    sft_cfg = SFTConfig(lr=cfg.sft_lr, epochs=cfg.sft_epochs, batch_episodes=16, warmup_steps=5, seed=cfg.seed,
+                        out_dir=str(out / "sft"), progress=cfg.progress)  # fmt: skip
+    sft_summary = SFTTrainer(policy, sft_cfg, episodes=expert).train()
+    laps.lap("sft_s")
+    report = {
+        "induction": induction,
+        "sft": {"final_loss": sft_summary.get("loss"), "steps": sft_summary.get("steps"),
+                "expert_success": sum(e.outcome.get("success", 0.0) for e in expert) / max(len(expert), 1)},
+        "stages_s": laps.stages,
+    }  # fmt: skip
+    return policy, report
+
+
 def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) -> dict[str, Any]:
     """Run the quickstart into `out_dir`; returns the summary (also written to summary.json)."""
-    from creditgym.agents.induction import InductionConfig, induction_warmup
     from creditgym.store import RolloutStore
     from creditgym.trainers.evaluate import evaluate
     from creditgym.trainers.grpo import GRPOConfig, GRPOTrainer
-    from creditgym.trainers.sft import SFTConfig, SFTTrainer
 
     cfg = config or QuickstartConfig()
     t0 = time.perf_counter()
@@ -135,42 +188,25 @@ def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) 
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(int(cfg.threads), 1))
     torch.manual_seed(cfg.seed)
-    stages: dict[str, float] = {}
-
-    def lap(name: str, since: float) -> float:
-        now = time.perf_counter()
-        stages[name] = round(now - since, 2)
-        return now
-
-    t = time.perf_counter()
-    policy = _tiny_policy(cfg)
-    t = lap("build_s", t)
-    induction = induction_warmup(policy.model, policy.tokenizer, InductionConfig(steps=cfg.induction_steps, seed=cfg.seed))
-    t = lap("induction_s", t)
-    expert = _expert_episodes(cfg, policy.tokenizer)
-    RolloutStore(out / "expert_episodes.jsonl", fsync=False).extend(expert)
-    t = lap("expert_s", t)
-    sft = SFTTrainer(policy, SFTConfig(lr=cfg.sft_lr, epochs=cfg.sft_epochs, batch_episodes=16, warmup_steps=5,
-                                       seed=cfg.seed, out_dir=str(out / "sft"), progress=cfg.progress), episodes=expert)  # fmt: skip
-    sft_summary = sft.train()
-    t = lap("sft_s", t)
+    policy, warm = warm_start(cfg, out)
+    laps = _Laps()
     eval_kw: dict[str, Any] = dict(n_eval=cfg.n_eval, seed=cfg.eval_seed, split="test", temperature=cfg.eval_temperature,
                                    max_new_tokens=cfg.max_new_tokens, env_kwargs=cfg.env_kwargs())  # fmt: skip
     before = evaluate(policy, cfg.env_id, **eval_kw)
     RolloutStore(out / "eval_before.jsonl", fsync=False).extend(before.episodes)
-    t = lap("eval_before_s", t)
+    laps.lap("eval_before_s")
     rl_cfg = GRPOConfig(
         estimator=cfg.estimator, estimator_cfg=dict(cfg.estimator_cfg or {}), steps=cfg.rl_steps,
         num_groups=cfg.num_groups, group_size=cfg.group_size, lr=cfg.rl_lr, max_new_tokens=cfg.max_new_tokens,
-        seed=cfg.seed, out_dir=str(out), progress=cfg.progress, env_kwargs={**cfg.env_kwargs(), "split": "train"},
+        seed=cfg.seed, out_dir=str(out), progress=cfg.progress, env_kwargs=cfg.train_env_kwargs(),
     )  # fmt: skip
     rl = GRPOTrainer(policy, cfg.env_id, rl_cfg)
     rl_summary = rl.train()
     rl.collector.close()
-    t = lap("rl_s", t)
+    laps.lap("rl_s")
     after = evaluate(policy, cfg.env_id, **eval_kw)
     RolloutStore(out / "eval_after.jsonl", fsync=False).extend(after.episodes)
-    lap("eval_after_s", t)
+    laps.lap("eval_after_s")
     seconds = time.perf_counter() - t0
     plot_reward_curve(rl.history, before.success, after.success, out / "reward_curve.png")
     summary = {
@@ -183,10 +219,9 @@ def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) 
         "env_id": cfg.env_id,
         "estimator": cfg.estimator,
         "eval_temperature": cfg.eval_temperature,
-        "stages_s": stages,
-        "induction": induction,
-        "sft": {"final_loss": sft_summary.get("loss"), "steps": sft_summary.get("steps"),
-                "expert_success": sum(e.outcome.get("success", 0.0) for e in expert) / max(len(expert), 1)},
+        "stages_s": {**warm["stages_s"], **laps.stages},
+        "induction": warm["induction"],
+        "sft": warm["sft"],
         "rl": {"steps": rl_summary.get("steps"), "skipped_steps": rl_summary.get("skipped_steps"),
                "final_train_success": rl_summary.get("success")},
         "config": asdict(cfg),

@@ -55,6 +55,9 @@ class RLConfig:
     """Optimizer steps per epoch (episodes split evenly, seeded)."""
     token_budget: int = 8192
     """Padded tokens per micro-batch; gradient accumulation equals one big batch exactly."""
+    skip_zero_adv_rows: bool = True
+    """Leave rows with all-zero advantages out of the forward/backward pass (their policy gradient is
+    exactly zero; normalisers still count them). Ignored when a KL or entropy term is in the loss."""
     # --------------------------------------------------------------- policy loss
     clip_eps: float = 0.2
     """PPO ratio clip (arXiv 1707.06347)."""

@@ -3,6 +3,12 @@
 `L = L_pg + kl_coef * L_KL - entropy_coef * L_H`, epochs x mini-batches optimizer steps, each one
 accumulated over micro-batches of at most `token_budget` padded tokens. Normalisers are computed per
 mini-batch and passed to every micro-batch, so the accumulated gradient equals the one-batch gradient.
+
+Rows whose advantages are zero on every trainable token (all-equal GRPO groups, often most of a
+batch) contribute exactly zero policy gradient: every clipped-surrogate variant is proportional to
+the advantage. Unless a KL or entropy term is in the loss, they are left out of the forward and
+backward passes (`skip_zero_adv_rows`), while the normalisers still count them, so the gradient is
+unchanged and the update costs what the informative rows cost.
 """
 
 from __future__ import annotations
@@ -65,6 +71,11 @@ def policy_update(trainer: Any, learner: Any, inp: UpdateInputs) -> dict[str, fl
     eps_high = cfg.clip_eps_high if cfg.clip_eps_high is not None else cfg.clip_eps
     norm_const = _norm_const(trainer)
     lengths = row_lengths(attn_BT)
+    kl_in_loss = inp.ref_BT is not None and not cfg.kl_in_reward
+    informative_B = ((adv_BT != 0) & mask_BT).any(dim=1).tolist()
+    skip_zero = cfg.skip_zero_adv_rows and not kl_in_loss and cfg.entropy_coef == 0
+    if skip_zero:
+        metrics["update/zero_adv_rows_frac"] = 1.0 - sum(informative_B) / max(batch.B, 1)
     rng = np.random.default_rng([cfg.seed, trainer.step_idx, 17])
     sums: dict[str, float] = {}
     n_tok = 0.0
@@ -77,8 +88,10 @@ def policy_update(trainer: Any, learner: Any, inp: UpdateInputs) -> dict[str, fl
             if denom <= 0:
                 trainer._skip("mini-batch has no trainable token")
                 continue
-            for micro in micro_batches([lengths[i] for i in rows_mb], cfg.token_budget):
-                rows = [rows_mb[j] for j in micro]
+            rows_fw = [i for i in rows_mb if informative_B[i]] if skip_zero else rows_mb
+            rows_fw = rows_fw or rows_mb  # nothing informative: keep the step identical to the full pass
+            for micro in micro_batches([lengths[i] for i in rows_fw], cfg.token_budget):
+                rows = [rows_fw[j] for j in micro]
                 T = max(lengths[i] for i in rows)
                 logp, H = forward_logprobs(policy, ids_BT[rows, :T], attn_BT[rows, :T], cfg.temperature, cfg.entropy_coef > 0)
                 dev = logp.device

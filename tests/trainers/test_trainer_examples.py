@@ -65,13 +65,14 @@ def test_custom_env_train_smoke() -> None:
     assert _is_fraction(out["before"]) and out["train"]["steps"] == 1
 
 
-@pytest.mark.slow  # ~30 s on 2 shared cores; run with -m slow
 def test_compare_credit_smoke() -> None:
-    out = _run("compare_credit", [*TINY, "--estimators", "grpo,turn_return", "--seeds", "0", "--steps", "1",
+    out = _run("compare_credit", [*TINY, "--estimators", "grpo,turn_return", "--seeds", "0,1", "--steps", "2",
                                   "--eval-every", "1", "--groups", "1", "--group-size", "2", "--expert-episodes", "4",
-                                  "--sft-epochs", "1", "--n-eval", "2"])
+                                  "--sft-epochs", "1", "--n-eval", "2", "--induction-steps", "2"])
     assert set(out["table"]) == {"grpo", "turn_return"}
-    assert [r["samples"] for r in out["table"]["grpo"]] == [0, 2]
+    assert [r["samples"] for r in out["table"]["grpo"]] == [0, 2, 4]
+    assert out["budget_episodes"] == 4 and _is_fraction(out["start_success"])
+    assert all(r["sd"] >= 0 and _is_fraction(r["mean"]) for r in out["table"]["turn_return"])
 
 
 @pytest.mark.slow

@@ -150,6 +150,38 @@ def test_nan_advantages_skip_the_update(tiny_policy, caplog) -> None:
     assert "NaN" in caplog.text
 
 
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean"])
+def test_skipping_zero_advantage_rows_leaves_the_update_unchanged(tiny_cache: Path, agg: str) -> None:
+    """Rows with all-zero advantages are left out of the passes; parameters after the step match the
+    full pass (same rollouts, same normalisers), and the skipped fraction is logged."""
+    from _trainer_helpers import build_tiny
+
+    from creditgym.credit import register_estimator
+    from creditgym.credit.advantages import Advantages
+    from creditgym.trainers.grpo import GRPOTrainer
+
+    @register_estimator("trainer_test_half_zero")
+    def half_zero(batch):
+        keep_B = (torch.arange(batch.B) % 2 == 0).to(batch.rewards_BK.dtype)
+        adv_BK = (batch.rewards_BK - 0.3) * batch.turn_mask_BK * keep_B[:, None]
+        tok = adv_BK.gather(1, batch.token_turn_BT.clamp_min(0)) * batch.loss_mask_BT
+        return Advantages(turn_BK=adv_BK, token_BT=tok, metrics={})
+
+    params, norms = [], []
+    for skip in (True, False):
+        policy = build_tiny(tiny_cache)
+        tr = GRPOTrainer(policy, ENV_ID, _cfg(estimator="trainer_test_half_zero", steps=1, token_budget=64,
+                                              skip_zero_adv_rows=skip, loss_agg=agg))  # fmt: skip
+        tr.train()
+        params.append(params_vector(policy.model))
+        norms.append(tr.history[-1]["grad_norm"])
+        if skip:
+            assert tr.history[-1]["update/zero_adv_rows_frac"] == pytest.approx(0.5)
+    assert not torch.equal(params[0], params_vector(build_tiny(tiny_cache).model))
+    torch.testing.assert_close(params[0], params[1], rtol=0, atol=1e-6)
+    assert norms[0] == pytest.approx(norms[1], rel=1e-5)  # Adam hides a scale error; the norm does not
+
+
 def test_dynamic_sampling_keeps_only_informative_groups(tiny_policy) -> None:
     from creditgym.trainers.grpo import GRPOTrainer
 
