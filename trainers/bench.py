@@ -76,7 +76,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _run_creditgym(model_dir: str, steps: int, threads: int, q: Any) -> None:
+def _run_creditgym(model_dir: str, steps: int, threads: int, q: Any, skip_zero_adv_rows: bool = True) -> None:
     import gymnasium
     import torch
 
@@ -88,7 +88,8 @@ def _run_creditgym(model_dir: str, steps: int, threads: int, q: Any) -> None:
         gymnasium.register(ARITH_ENV_ID, entry_point=ArithEnv)
     policy = HFPolicy.from_pretrained(model_dir, seed=0, max_batch_size=64)
     cfg = GRPOConfig(estimator="grpo", steps=steps, num_groups=8, group_size=8, max_new_tokens=32, lr=1e-5,
-                     temperature=1.0, tensorboard=False, progress=False, loss_agg="token-mean")  # fmt: skip
+                     temperature=1.0, tensorboard=False, progress=False, loss_agg="token-mean",
+                     skip_zero_adv_rows=skip_zero_adv_rows)  # fmt: skip
     tr = GRPOTrainer(policy, ARITH_ENV_ID, cfg)
     tr.step()  # warm-up round, not timed
     t0 = time.perf_counter()
@@ -151,10 +152,10 @@ def _run_trl(model_dir: str, steps: int, threads: int, q: Any) -> None:
     q.put({"name": "trl", "s_per_step": dt / steps, "tokens_per_s": n_tok / dt, "peak_rss_mb": _peak_rss_mb()})
 
 
-def _side(fn: Any, model_dir: str, steps: int, threads: int) -> dict[str, Any]:
+def _side(fn: Any, model_dir: str, steps: int, threads: int, *extra: Any) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=fn, args=(model_dir, steps, threads, q))
+    p = ctx.Process(target=fn, args=(model_dir, steps, threads, q, *extra))
     p.start()
     p.join()
     return q.get() if not q.empty() else {"error": f"{fn.__name__} exited with code {p.exitcode}"}
@@ -165,6 +166,9 @@ def main(
     threads: int = typer.Option(2, help="torch threads per side"),
     json_out: Path = typer.Option(None, help="also write the results as JSON"),
     skip_trl: bool = typer.Option(False, help="run only creditgym's side"),
+    skip_zero_adv: bool = typer.Option(
+        True, help="creditgym leaves all-equal groups out of the update passes (same gradient; TRL computes them)"
+    ),
 ) -> None:
     """Time creditgym's GRPOTrainer and TRL's on the same model, task and settings."""
     from rich.console import Console
@@ -175,7 +179,7 @@ def main(
     with tempfile.TemporaryDirectory() as tmp:
         policy = tiny.build(seed=0)
         model_dir = str(policy.save(Path(tmp) / "model"))
-        ours = _side(_run_creditgym, model_dir, steps, threads)
+        ours = _side(_run_creditgym, model_dir, steps, threads, skip_zero_adv)
         theirs: dict[str, Any] = {"name": "trl"} if skip_trl else _side(_run_trl, model_dir, steps, threads)
     table = Table(title=f"GRPO side by side: 64 completions/step (8 x 8), 32 new tokens, fp32, {threads} threads, {steps} steps")
     for col in ("trainer", "s / step", "gen tokens / s", "peak RSS MB"):
