@@ -38,25 +38,25 @@ class QuickstartConfig:
     """torch intra-op threads."""
     hidden_size: int = 128
     """Tiny model width (agents/tiny.py TinyConfig)."""
-    num_layers: int = 2
+    num_layers: int = 3
     induction_steps: int = 900
     """Induction warm-up steps before SFT (agents/induction.py; 0 = off). Test-world names are
     unseen, so answering needs copying, which SFT alone does not teach the tiny model in budget."""
-    expert_episodes: int = 512
+    expert_episodes: int = 2048
     """Scripted episodes for the warm start."""
     epsilon: float = 0.2
     """Probability that the expert takes a random well-formed action instead (room for RL)."""
-    sft_epochs: int = 8
+    sft_epochs: int = 4
     sft_lr: float = 3e-3
     estimator: str = "turn_return"
     """A turn-level estimator (CREDIT.md): turn_return, gigpo, ..."""
     estimator_cfg: dict[str, Any] | None = None
-    rl_steps: int = 20
+    rl_steps: int = 60
     num_groups: int = 8
     group_size: int = 8
     rl_lr: float = 1e-3
     max_new_tokens: int = 48
-    n_eval: int = 64
+    n_eval: int = 200
     """Test-split tasks evaluated before and after RL (the same tasks both times)."""
     eval_temperature: float = 1.0
     """Evaluate the sampling policy RL trains (0 would evaluate greedily)."""
@@ -67,7 +67,7 @@ class QuickstartConfig:
     short_prompt: bool = True
     """Use the two-line instruction in trainers/data/quickstart_prompt.txt (shorter contexts)."""
 
-    train_corpus: str = "shared"
+    train_corpus: str = "episode"
     """Search corpus of the SFT and RL episodes: "shared" (the train split's fixed world) or "episode"
     (a fresh 40-entity world per task, so names cannot be memorized; evaluation always uses the test
     split's shared world)."""
