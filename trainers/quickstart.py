@@ -44,7 +44,7 @@ class QuickstartConfig:
     unseen, so answering needs copying, which SFT alone does not teach the tiny model in budget."""
     expert_episodes: int = 2048
     """Scripted episodes for the warm start."""
-    epsilon: float = 0.2
+    epsilon: float = 0.4
     """Probability that the expert takes a random well-formed action instead (room for RL)."""
     sft_epochs: int = 4
     sft_lr: float = 3e-3
