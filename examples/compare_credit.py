@@ -44,8 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
                  "sft_epochs": args.sft_epochs, "induction_steps": args.induction_steps}  # fmt: skip
     qs = replace(QuickstartConfig(progress=False), **{k: v for k, v in overrides.items() if v is not None})
     torch.set_num_threads(qs.threads)
-    ev = dict(n_eval=args.n_eval, seed=qs.eval_seed, split="test", temperature=qs.eval_temperature,
-              max_new_tokens=qs.max_new_tokens, env_kwargs=qs.env_kwargs())  # fmt: skip
+    ev = {**qs.eval_kwargs(), "n_eval": args.n_eval}
     results: dict[str, dict[int, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         policy, _ = warm_start(qs, tmp)

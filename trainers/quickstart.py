@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from creditgym.trainers.common import StageTimer
+
 __all__ = ["QuickstartConfig", "plot_reward_curve", "run_quickstart", "warm_start"]
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,11 @@ class QuickstartConfig:
         """Env kwargs of the SFT and RL episodes (train split)."""
         return {**self.env_kwargs(), "split": "train", "corpus": self.train_corpus}
 
+    def eval_kwargs(self) -> dict[str, Any]:
+        """`trainers.evaluate.evaluate` kwargs: the test split's tasks, sampled as RL samples them."""
+        return dict(n_eval=self.n_eval, seed=self.eval_seed, split="test", temperature=self.eval_temperature,
+                    max_new_tokens=self.max_new_tokens, env_kwargs=self.env_kwargs())  # fmt: skip
+
     def env_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"topk": self.topk, "reward": self.reward}
         if self.short_prompt:
@@ -130,17 +137,8 @@ def plot_reward_curve(history: list[dict[str, float]], before: float, after: flo
     plt.close(fig)
 
 
-class _Laps:
-    """Seconds per named stage, measured back to back."""
-
-    def __init__(self) -> None:
-        self.stages: dict[str, float] = {}
-        self.t = time.perf_counter()
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.stages[name] = round(now - self.t, 2)
-        self.t = now
+def _rounded(seconds: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 2) for k, v in seconds.items()}
 
 
 def warm_start(cfg: QuickstartConfig, out_dir: str | Path) -> tuple[Any, dict[str, Any]]:
@@ -153,25 +151,25 @@ def warm_start(cfg: QuickstartConfig, out_dir: str | Path) -> tuple[Any, dict[st
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    laps = _Laps()
-    policy = _tiny_policy(cfg)
-    laps.lap("build_s")
-    induction = induction_warmup(
-        policy.model, policy.tokenizer, InductionConfig(steps=cfg.induction_steps, seed=cfg.seed)
-    )
-    laps.lap("induction_s")
-    expert = _expert_episodes(cfg, policy.tokenizer)
-    RolloutStore(out / "expert_episodes.jsonl", fsync=False).extend(expert)
-    laps.lap("expert_s")
+    timer = StageTimer()
+    with timer("build_s"):
+        policy = _tiny_policy(cfg)
+    with timer("induction_s"):
+        induction = induction_warmup(
+            policy.model, policy.tokenizer, InductionConfig(steps=cfg.induction_steps, seed=cfg.seed)
+        )
+    with timer("expert_s"):
+        expert = _expert_episodes(cfg, policy.tokenizer)
+        RolloutStore(out / "expert_episodes.jsonl", fsync=False).extend(expert)
     sft_cfg = SFTConfig(lr=cfg.sft_lr, epochs=cfg.sft_epochs, batch_episodes=16, warmup_steps=5, seed=cfg.seed,
                         out_dir=str(out / "sft"), progress=cfg.progress)  # fmt: skip
-    sft_summary = SFTTrainer(policy, sft_cfg, episodes=expert).train()
-    laps.lap("sft_s")
+    with timer("sft_s"):
+        sft_summary = SFTTrainer(policy, sft_cfg, episodes=expert).train()
     report = {
         "induction": induction,
         "sft": {"final_loss": sft_summary.get("loss"), "steps": sft_summary.get("steps"),
                 "expert_success": sum(e.outcome.get("success", 0.0) for e in expert) / max(len(expert), 1)},
-        "stages_s": laps.stages,
+        "stages_s": _rounded(timer.seconds),
     }  # fmt: skip
     return policy, report
 
@@ -189,24 +187,23 @@ def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) 
     torch.set_num_threads(max(int(cfg.threads), 1))
     torch.manual_seed(cfg.seed)
     policy, warm = warm_start(cfg, out)
-    laps = _Laps()
-    eval_kw: dict[str, Any] = dict(n_eval=cfg.n_eval, seed=cfg.eval_seed, split="test", temperature=cfg.eval_temperature,
-                                   max_new_tokens=cfg.max_new_tokens, env_kwargs=cfg.env_kwargs())  # fmt: skip
-    before = evaluate(policy, cfg.env_id, **eval_kw)
-    RolloutStore(out / "eval_before.jsonl", fsync=False).extend(before.episodes)
-    laps.lap("eval_before_s")
+    timer = StageTimer()
+    eval_kw = cfg.eval_kwargs()
+    with timer("eval_before_s"):
+        before = evaluate(policy, cfg.env_id, **eval_kw)
+        RolloutStore(out / "eval_before.jsonl", fsync=False).extend(before.episodes)
     rl_cfg = GRPOConfig(
         estimator=cfg.estimator, estimator_cfg=dict(cfg.estimator_cfg or {}), steps=cfg.rl_steps,
         num_groups=cfg.num_groups, group_size=cfg.group_size, lr=cfg.rl_lr, max_new_tokens=cfg.max_new_tokens,
         seed=cfg.seed, out_dir=str(out), progress=cfg.progress, env_kwargs=cfg.train_env_kwargs(),
     )  # fmt: skip
-    rl = GRPOTrainer(policy, cfg.env_id, rl_cfg)
-    rl_summary = rl.train()
-    rl.collector.close()
-    laps.lap("rl_s")
-    after = evaluate(policy, cfg.env_id, **eval_kw)
-    RolloutStore(out / "eval_after.jsonl", fsync=False).extend(after.episodes)
-    laps.lap("eval_after_s")
+    with timer("rl_s"):
+        rl = GRPOTrainer(policy, cfg.env_id, rl_cfg)
+        rl_summary = rl.train()
+        rl.collector.close()
+    with timer("eval_after_s"):
+        after = evaluate(policy, cfg.env_id, **eval_kw)
+        RolloutStore(out / "eval_after.jsonl", fsync=False).extend(after.episodes)
     seconds = time.perf_counter() - t0
     plot_reward_curve(rl.history, before.success, after.success, out / "reward_curve.png")
     summary = {
@@ -219,7 +216,7 @@ def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) 
         "env_id": cfg.env_id,
         "estimator": cfg.estimator,
         "eval_temperature": cfg.eval_temperature,
-        "stages_s": {**warm["stages_s"], **laps.stages},
+        "stages_s": {**warm["stages_s"], **_rounded(timer.seconds)},
         "induction": warm["induction"],
         "sft": warm["sft"],
         "rl": {"steps": rl_summary.get("steps"), "skipped_steps": rl_summary.get("skipped_steps"),
