@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from creditgym.agents.hf import HFPolicy
-from creditgym.trainers import GRPOConfig, GRPOTrainer
+from creditgym.trainers import GRPOTrainer
 from creditgym.trainers.evaluate import evaluate
 from creditgym.trainers.quickstart import QuickstartConfig, warm_start
 
@@ -53,9 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
         for name in args.estimators.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
                 policy = HFPolicy.from_pretrained(ckpt, seed=seed)
-                cfg = GRPOConfig(estimator=name, steps=args.steps, num_groups=args.groups, group_size=args.group_size,
-                                 lr=qs.rl_lr, max_new_tokens=qs.max_new_tokens, env_kwargs=qs.train_env_kwargs(),
-                                 seed=seed)  # fmt: skip
+                cfg = qs.rl_config(estimator=name, steps=args.steps, num_groups=args.groups,
+                                   group_size=args.group_size, seed=seed)  # fmt: skip
                 tr = GRPOTrainer(policy, qs.env_id, cfg)
                 curve = [start]
                 while tr.step_idx < tr.total_steps:

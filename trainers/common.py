@@ -25,7 +25,9 @@ __all__ = [
     "RunLogger",
     "StageTimer",
     "apply_lora",
+    "LR_SCHEDULES",
     "build_optimizer",
+    "lr_factor",
     "forward_logprobs",
     "has_nonfinite",
     "load_checkpoint",
@@ -115,13 +117,43 @@ def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return params
 
 
-def build_optimizer(
-    model: torch.nn.Module, lr: float, weight_decay: float, warmup_steps: int, betas: tuple[float, float] = (0.9, 0.999)
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW over trainable parameters with linear warm-up then a constant learning rate."""
-    opt = torch.optim.AdamW(trainable_parameters(model), lr=lr, weight_decay=weight_decay, betas=betas)
+LR_SCHEDULES = ("constant", "linear", "cosine")
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str = "constant", min_ratio: float = 0.0) -> float:
+    """Multiplier of the base learning rate at optimizer step `step` (0-based): linear warm-up over
+    `warmup_steps`, then constant, or a linear/cosine decay to `min_ratio` at `total_steps`."""
     warm = max(int(warmup_steps), 0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    if warm and step < warm:
+        return (step + 1) / warm
+    if schedule == "constant" or total_steps <= warm:
+        return 1.0
+    frac = min(max((step - warm) / max(total_steps - warm, 1), 0.0), 1.0)
+    shape = 1.0 - frac if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
+    return min_ratio + (1.0 - min_ratio) * shape
+
+
+def build_optimizer(
+    model: torch.nn.Module,
+    lr: float,
+    weight_decay: float,
+    warmup_steps: int,
+    betas: tuple[float, float] = (0.9, 0.999),
+    *,
+    schedule: str = "constant",
+    total_steps: int = 0,
+    min_lr_ratio: float = 0.0,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over trainable parameters; linear warm-up, then a constant learning rate or a linear or
+    cosine decay to `min_lr_ratio * lr` over `total_steps` optimizer steps (`lr_factor`)."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr schedule {schedule!r}; use one of {LR_SCHEDULES}")
+    if schedule != "constant" and total_steps <= 0:
+        raise ValueError(f"lr schedule {schedule!r} needs total_steps > 0 (the planned optimizer steps)")
+    opt = torch.optim.AdamW(trainable_parameters(model), lr=lr, weight_decay=weight_decay, betas=betas)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, warmup_steps, total_steps, schedule, float(min_lr_ratio))
+    )
     return opt, sched
 
 

@@ -50,6 +50,8 @@ class QuickstartConfig:
     """Probability that the expert takes a random well-formed action instead (room for RL)."""
     sft_epochs: int = 4
     sft_lr: float = 3e-3
+    sft_lr_schedule: str = "constant"
+    """SFT learning-rate schedule after warm-up: constant, linear or cosine (trainers.common.lr_factor)."""
     estimator: str = "turn_return"
     """A turn-level estimator (CREDIT.md): turn_return, gigpo, ..."""
     estimator_cfg: dict[str, Any] | None = None
@@ -57,6 +59,11 @@ class QuickstartConfig:
     num_groups: int = 8
     group_size: int = 8
     rl_lr: float = 1e-3
+    rl_lr_schedule: str = "constant"
+    """RL learning-rate schedule: constant, linear or cosine decay over the RL steps."""
+    kl_coef: float = 0.0
+    """KL-to-SFT-policy loss weight during RL (k3; 0 = off, which also lets all-zero-advantage rows skip)."""
+    entropy_coef: float = 0.0
     max_new_tokens: int = 48
     n_eval: int = 200
     """Test-split tasks evaluated before and after RL (the same tasks both times)."""
@@ -86,6 +93,19 @@ class QuickstartConfig:
         """`trainers.evaluate.evaluate` kwargs: the test split's tasks, sampled as RL samples them."""
         return dict(n_eval=self.n_eval, seed=self.eval_seed, split="test", temperature=self.eval_temperature,
                     max_new_tokens=self.max_new_tokens, env_kwargs=self.env_kwargs())  # fmt: skip
+
+    def rl_config(self, **overrides: Any) -> Any:
+        """The RL stage's `GRPOConfig` (fields of `overrides` win, e.g. `estimator=`, `seed=`, `steps=`)."""
+        from creditgym.trainers.grpo import GRPOConfig
+
+        kw: dict[str, Any] = dict(
+            estimator=self.estimator, estimator_cfg=dict(self.estimator_cfg or {}), steps=self.rl_steps,
+            num_groups=self.num_groups, group_size=self.group_size, lr=self.rl_lr, lr_schedule=self.rl_lr_schedule,
+            kl_coef=self.kl_coef, entropy_coef=self.entropy_coef, max_new_tokens=self.max_new_tokens,
+            seed=self.seed, progress=False, env_kwargs=self.train_env_kwargs(),
+        )  # fmt: skip
+        kw.update(overrides)
+        return GRPOConfig(**kw)
 
     def env_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"topk": self.topk, "reward": self.reward}
@@ -162,6 +182,7 @@ def warm_start(cfg: QuickstartConfig, out_dir: str | Path) -> tuple[Any, dict[st
         expert = _expert_episodes(cfg, policy.tokenizer)
         RolloutStore(out / "expert_episodes.jsonl", fsync=False).extend(expert)
     sft_cfg = SFTConfig(lr=cfg.sft_lr, epochs=cfg.sft_epochs, batch_episodes=16, warmup_steps=5, seed=cfg.seed,
+                        lr_schedule=cfg.sft_lr_schedule,
                         out_dir=str(out / "sft"), progress=cfg.progress)  # fmt: skip
     with timer("sft_s"):
         sft_summary = SFTTrainer(policy, sft_cfg, episodes=expert).train()
@@ -178,7 +199,7 @@ def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) 
     """Run the quickstart into `out_dir`; returns the summary (also written to summary.json)."""
     from creditgym.store import RolloutStore
     from creditgym.trainers.evaluate import evaluate
-    from creditgym.trainers.grpo import GRPOConfig, GRPOTrainer
+    from creditgym.trainers.grpo import GRPOTrainer
 
     cfg = config or QuickstartConfig()
     t0 = time.perf_counter()
@@ -192,11 +213,7 @@ def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) 
     with timer("eval_before_s"):
         before = evaluate(policy, cfg.env_id, **eval_kw)
         RolloutStore(out / "eval_before.jsonl", fsync=False).extend(before.episodes)
-    rl_cfg = GRPOConfig(
-        estimator=cfg.estimator, estimator_cfg=dict(cfg.estimator_cfg or {}), steps=cfg.rl_steps,
-        num_groups=cfg.num_groups, group_size=cfg.group_size, lr=cfg.rl_lr, max_new_tokens=cfg.max_new_tokens,
-        seed=cfg.seed, out_dir=str(out), progress=cfg.progress, env_kwargs=cfg.train_env_kwargs(),
-    )  # fmt: skip
+    rl_cfg = cfg.rl_config(out_dir=str(out), progress=cfg.progress)
     with timer("rl_s"):
         rl = GRPOTrainer(policy, cfg.env_id, rl_cfg)
         rl_summary = rl.train()

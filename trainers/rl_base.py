@@ -68,7 +68,11 @@ class RLTrainerBase(TrainerLoop):
                 apply_lora(p, cfg.lora_r, cfg.lora_alpha)
         learners = {}
         for role, p in self.policies.items():
-            opt, sched = build_optimizer(p.model, cfg.lr, cfg.weight_decay, cfg.warmup_steps, (float(cfg.adam_betas[0]), float(cfg.adam_betas[1])))
+            opt, sched = build_optimizer(
+                p.model, cfg.lr, cfg.weight_decay, cfg.warmup_steps, (float(cfg.adam_betas[0]), float(cfg.adam_betas[1])),
+                schedule=cfg.lr_schedule, total_steps=cfg.steps * cfg.ppo_epochs * cfg.mini_batches,
+                min_lr_ratio=cfg.min_lr_ratio,
+            )
             learners[role] = Learner(p, opt, sched)
         self._refs: dict[str, Any] = {}
         if cfg.kl_coef > 0:

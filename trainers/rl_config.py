@@ -46,6 +46,11 @@ class RLConfig:
     """AdamW learning rate: 1e-6..1e-5 for pretrained LLMs (verl/TRL); the tiny model takes ~1e-4."""
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    lr_schedule: str = "constant"
+    """After warm-up: "constant" (TRL/verl default), "linear" or "cosine" decay to min_lr_ratio * lr
+    over the planned optimizer steps (steps * ppo_epochs * mini_batches)."""
+    min_lr_ratio: float = 0.0
+    """Final learning rate as a fraction of lr under a decaying schedule."""
     adam_betas: tuple[float, float] = (0.9, 0.999)
     max_grad_norm: float = 1.0
     """Gradient clipping by norm (verl default 1.0)."""

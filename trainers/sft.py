@@ -56,6 +56,9 @@ class SFTConfig:
     """Constant normaliser for `seq-mean-token-sum-norm`."""
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    lr_schedule: str = "constant"
+    """After warm-up: "constant", or "linear"/"cosine" decay to min_lr_ratio * lr over the planned steps."""
+    min_lr_ratio: float = 0.0
     max_grad_norm: float = 1.0
     min_return: float | None = None
     """Drop episodes whose total reward is below this (None keeps all)."""
@@ -143,8 +146,10 @@ class SFTTrainer(TrainerLoop):
             eps = [e for e in eps if e.total_reward >= cfg.min_return]
         self.episodes = eps
         self._round = 0
-        opt, sched = build_optimizer(policy.model, cfg.lr, cfg.weight_decay, cfg.warmup_steps)
-        self._setup_loop({"agent": Learner(policy, opt, sched)}, cfg, self._planned_steps(cfg))
+        planned = self._planned_steps(cfg)
+        opt, sched = build_optimizer(policy.model, cfg.lr, cfg.weight_decay, cfg.warmup_steps,
+                                     schedule=cfg.lr_schedule, total_steps=planned, min_lr_ratio=cfg.min_lr_ratio)  # fmt: skip
+        self._setup_loop({"agent": Learner(policy, opt, sched)}, cfg, planned)
 
     def _planned_steps(self, cfg: SFTConfig) -> int:
         if cfg.rft_n > 0:

@@ -80,6 +80,14 @@ def test_grpo_round_runs_and_logs(tiny_policy, tmp_path: Path) -> None:
     assert any((tmp_path / "tb").iterdir())
 
 
+def test_grpo_linear_schedule_plans_every_optimizer_step(tiny_policy) -> None:
+    from creditgym.trainers.grpo import GRPOTrainer
+
+    tr = GRPOTrainer(tiny_policy, ENV_ID, _cfg(steps=2, mini_batches=2, lr_schedule="linear"))
+    sched = tr.learners["agent"].scheduler
+    assert [sched.lr_lambdas[0](s) for s in range(5)] == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
+
+
 def test_grpo_refuses_critic_estimators(tiny_policy) -> None:
     from creditgym.trainers.grpo import GRPOTrainer
 
