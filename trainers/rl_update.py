@@ -89,7 +89,12 @@ def policy_update(trainer: Any, learner: Any, inp: UpdateInputs) -> dict[str, fl
                 trainer._skip("mini-batch has no trainable token")
                 continue
             rows_fw = [i for i in rows_mb if informative_B[i]] if skip_zero else rows_mb
-            rows_fw = rows_fw or rows_mb  # nothing informative: keep the step identical to the full pass
+            if not rows_fw:
+                # nothing informative: the full pass's gradient is exactly zero, so step the optimizer on
+                # zero gradients (Adam's moments still move the weights, as they would after that pass)
+                for p in learner.model.parameters():
+                    if p.requires_grad:
+                        p.grad = torch.zeros_like(p)
             for micro in micro_batches([lengths[i] for i in rows_fw], cfg.token_budget):
                 rows = [rows_fw[j] for j in micro]
                 T = max(lengths[i] for i in rows)

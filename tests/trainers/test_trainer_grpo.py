@@ -190,6 +190,40 @@ def test_skipping_zero_advantage_rows_leaves_the_update_unchanged(tiny_cache: Pa
     assert norms[0] == pytest.approx(norms[1], rel=1e-5)  # Adam hides a scale error; the norm does not
 
 
+def test_all_zero_advantage_round_skips_the_passes_but_not_the_adam_step(tiny_cache: Path) -> None:
+    """A round whose rows all have zero advantages runs no forward/backward; the optimizer still steps
+    on zero gradients (Adam's momentum moves the weights), exactly as after the full pass."""
+    from _trainer_helpers import build_tiny
+
+    from creditgym.credit import register_estimator
+    from creditgym.credit.advantages import Advantages
+    from creditgym.trainers.grpo import GRPOTrainer
+
+    calls: list[int] = []
+
+    @register_estimator("trainer_test_zero_second")
+    def zero_second(batch):
+        calls.append(1)
+        scale = 1.0 if len(calls) % 2 == 1 else 0.0  # informative first round, all-zero second round
+        adv_BK = (batch.rewards_BK - 0.3) * batch.turn_mask_BK * scale
+        tok = adv_BK.gather(1, batch.token_turn_BT.clamp_min(0)) * batch.loss_mask_BT
+        return Advantages(turn_BK=adv_BK, token_BT=tok, metrics={})
+
+    params, fracs = [], []
+    for skip in (True, False):
+        policy = build_tiny(tiny_cache)
+        tr = GRPOTrainer(policy, ENV_ID, _cfg(estimator="trainer_test_zero_second", steps=2, skip_zero_adv_rows=skip))
+        after_first = None
+        while tr.step_idx < tr.total_steps:
+            tr.step()
+            after_first = params_vector(policy.model) if after_first is None else after_first
+        params.append(params_vector(policy.model))
+        assert not torch.equal(params[-1], after_first)  # momentum moved the weights in round 2
+        fracs.append(tr.history[-1].get("update/zero_adv_rows_frac"))
+    torch.testing.assert_close(params[0], params[1], rtol=0, atol=1e-6)
+    assert fracs == [1.0, None]
+
+
 def test_dynamic_sampling_keeps_only_informative_groups(tiny_policy) -> None:
     from creditgym.trainers.grpo import GRPOTrainer
 
