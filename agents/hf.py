@@ -205,14 +205,18 @@ class HFPolicy:
     disable_adapter = reference
 
     # ----------------------------------------------------------------- teacher-forced passes
-    def forward_logits(self, ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor) -> torch.Tensor:
-        """Logits `[B, T, V]` of a teacher-forced forward pass (with gradients if enabled)."""
+    def forward_logits(
+        self, ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor, logits_to_keep: int = 0
+    ) -> torch.Tensor:
+        """Logits `[B, T, V]` of a teacher-forced forward pass (with gradients if enabled); with
+        `logits_to_keep=k > 0` only the last k positions' `[B, k, V]` (the LM head skips the rest)."""
         dev = self.device
         ids_BT, attention_mask_BT = ids_BT.to(dev), attention_mask_BT.to(dev)
+        kw = {"logits_to_keep": int(logits_to_keep)} if logits_to_keep > 0 else {}
         out = self.model(
-            input_ids=ids_BT, attention_mask=attention_mask_BT, position_ids=_position_ids(attention_mask_BT)
+            input_ids=ids_BT, attention_mask=attention_mask_BT, position_ids=_position_ids(attention_mask_BT), **kw
         )
-        return out.logits
+        return out.logits[:, -logits_to_keep:] if logits_to_keep > 0 else out.logits
 
     def logprobs(
         self,

@@ -7,6 +7,7 @@ This module holds what the SFT, GRPO and PPO trainers share so each trainer file
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import math
@@ -27,6 +28,7 @@ __all__ = [
     "apply_lora",
     "LR_SCHEDULES",
     "build_optimizer",
+    "first_loss_position",
     "lr_factor",
     "forward_logprobs",
     "has_nonfinite",
@@ -77,20 +79,48 @@ def forward_logprobs(
     attention_mask_BT: torch.Tensor,
     temperature: float = 1.0,
     with_entropy: bool = False,
+    start: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Teacher-forced `logp_BT` (with grad if enabled; `out[b, t]` is the log-probability of token t
     given its prefix, ARCHITECTURE.md "Logprob semantics") and, optionally, the full-vocabulary
-    entropy of the distribution that predicted each token (`H_BT[b, t]`, 0 at t = 0)."""
+    entropy of the distribution that predicted each token (`H_BT[b, t]`, 0 at t = 0).
+
+    `start > 0` (the first position any loss reads, e.g. the first trainable token) computes the LM
+    head only from position start - 1 on, as TRL's `logits_to_keep`; positions before `start` get 0.
+    Policies whose `forward_logits` takes no `logits_to_keep` compute every position and are sliced."""
     from creditgym.agents.hf import token_logprobs
     from creditgym.trainers.losses import entropy_from_logits
 
-    logits_BTV = policy.forward_logits(ids_BT, attention_mask_BT)
-    ids_BT = ids_BT.to(logits_BTV.device)
-    logp_BT = token_logprobs(logits_BTV, ids_BT, attention_mask_BT.to(logits_BTV.device), temperature)
+    T = int(ids_BT.shape[1])
+    keep = T - min(int(start), T) + 1 if int(start) > 0 else 0
+    if keep and _accepts_logits_to_keep(policy):
+        logits_BKV = policy.forward_logits(ids_BT, attention_mask_BT, logits_to_keep=keep)
+    else:
+        logits_BKV = policy.forward_logits(ids_BT, attention_mask_BT)
+        logits_BKV = logits_BKV[:, -keep:] if keep else logits_BKV
+    off = T - int(logits_BKV.shape[1])
+    dev = logits_BKV.device
+    ids_BK, attn_BK = ids_BT[:, off:].to(dev), attention_mask_BT[:, off:].to(dev)
+    lp_BK = token_logprobs(logits_BKV, ids_BK, attn_BK, temperature)
+    logp_BT = torch.nn.functional.pad(lp_BK, (T - int(lp_BK.shape[1]), 0))  # left: the positions not computed
     if not with_entropy:
         return logp_BT, None
-    H_BT = entropy_from_logits(logits_BTV[:, :-1], temperature)
-    return logp_BT, torch.cat([torch.zeros_like(H_BT[:, :1]), H_BT], dim=1)
+    H_BK = entropy_from_logits(logits_BKV[:, :-1], temperature)
+    return logp_BT, torch.nn.functional.pad(H_BK, (T - int(H_BK.shape[1]), 0))
+
+
+def first_loss_position(mask_BT: torch.Tensor) -> int:
+    """The first column where any row of `mask_BT` is True (0 when none is): `forward_logprobs`'s
+    `start` for a loss that reads only masked positions."""
+    cols = mask_BT.any(dim=0).nonzero()
+    return int(cols[0]) if cols.numel() else 0
+
+
+def _accepts_logits_to_keep(policy: Any) -> bool:
+    try:
+        return "logits_to_keep" in inspect.signature(policy.forward_logits).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def has_nonfinite(*tensors: torch.Tensor | None) -> bool:

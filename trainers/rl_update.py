@@ -21,7 +21,13 @@ import torch
 
 from creditgym.batch import CreditBatch
 from creditgym.trainers import losses
-from creditgym.trainers.common import forward_logprobs, has_nonfinite, micro_batches, row_lengths
+from creditgym.trainers.common import (
+    first_loss_position,
+    forward_logprobs,
+    has_nonfinite,
+    micro_batches,
+    row_lengths,
+)
 
 __all__ = ["UpdateInputs", "policy_update"]
 
@@ -98,9 +104,11 @@ def policy_update(trainer: Any, learner: Any, inp: UpdateInputs) -> dict[str, fl
             for micro in micro_batches([lengths[i] for i in rows_fw], cfg.token_budget):
                 rows = [rows_fw[j] for j in micro]
                 T = max(lengths[i] for i in rows)
-                logp, H = forward_logprobs(policy, ids_BT[rows, :T], attn_BT[rows, :T], cfg.temperature, cfg.entropy_coef > 0)
+                m = mask_BT[rows, :T]
+                logp, H = forward_logprobs(policy, ids_BT[rows, :T], attn_BT[rows, :T], cfg.temperature,
+                                           cfg.entropy_coef > 0, start=first_loss_position(m))  # fmt: skip
                 dev = logp.device
-                m = mask_BT[rows, :T].to(dev)
+                m = m.to(dev)
                 old = old_BT[rows, :T].to(dev) if old_BT is not None else logp.detach()
                 pg, pm = losses.policy_loss(
                     logp, old, adv_BT[rows, :T].to(dev), m,

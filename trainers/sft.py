@@ -25,6 +25,7 @@ from creditgym.trainers import losses
 from creditgym.trainers.common import (
     apply_lora,
     build_optimizer,
+    first_loss_position,
     forward_logprobs,
     has_nonfinite,
     micro_batches,
@@ -229,7 +230,7 @@ class SFTTrainer(TrainerLoop):
         for rows in micro_batches(lengths, cfg.token_budget):
             T = max(lengths[i] for i in rows)
             ids, attn, m = batch.ids_BT[rows, :T], batch.attention_mask_BT[rows, :T], mask_BT[rows, :T]
-            logp_BT, _ = forward_logprobs(self.policy, ids, attn)
+            logp_BT, _ = forward_logprobs(self.policy, ids, attn, start=first_loss_position(m))
             loss = losses.sft_loss(logp_BT, m.to(logp_BT.device), cfg.loss_agg, cfg.loss_norm_const, denom)
             if has_nonfinite(loss):
                 self.optimizer.zero_grad(set_to_none=True)
