@@ -1,7 +1,7 @@
 """OpenAIPolicy: any OpenAI-compatible HTTP endpoint (chat or completions) as a Policy.
 
 For evaluation, opponents, simulators and judges; not trainable. Requests run in a thread pool
-bounded by `max_concurrency`, each with a timeout and tenacity retries with exponential backoff
+bounded by `max_concurrency`, each with a timeout and the retries of `envs._http.JsonClient`: exponential backoff
 (`backoff_base_s * 2**i`, capped at 8 s) on timeouts, dropped connections, 429, 5xx and malformed
 responses; other 4xx fail at once. Token ids and logprobs come from the server when it returns
 them (vLLM's `token_ids` / `return_tokens_as_token_ids`, the OpenAI `logprobs` fields); otherwise
@@ -10,19 +10,16 @@ the text is tokenized with the local tokenizer (the ByteTokenizer by default) an
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
-import tenacity
-
 from creditgym.agents.base import Context, Generation, Sampling
 from creditgym.agents.scripted.tokenizer import ByteTokenizer
-from creditgym.envs._http import normalize_base_url
+from creditgym.envs._http import JsonClient
+from creditgym.envs.base import BackendError
 
 __all__ = ["OpenAIError", "OpenAIPolicy"]
 
@@ -30,19 +27,15 @@ log = logging.getLogger(__name__)
 _TOKEN_ID = re.compile(r"^token_id:(\d+)$")
 
 
-class OpenAIError(RuntimeError):
+class OpenAIError(BackendError, RuntimeError):
     """A request failed after its retries (or at once, for a 4xx). `kind`: timeout, connection,
     http_<status>, bad_response."""
 
-    def __init__(self, kind: str, detail: str):
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
 
-
-class _Retryable(Exception):
-    def __init__(self, err: OpenAIError):
-        super().__init__(str(err))
-        self.err = err
+def _has_choices(data: Any) -> str | None:
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
+        return f"no 'choices' in {str(data)[:200]}"
+    return None
 
 
 class OpenAIPolicy:
@@ -71,14 +64,12 @@ class OpenAIPolicy:
         extra_body: Mapping[str, Any] | None = None,
         on_error: str = "raise",
     ):
-        base = normalize_base_url(base_url, example="http://host:port/v1")
         if api not in ("chat", "completions"):
             raise ValueError(f"api must be 'chat' or 'completions', got {api!r}")
         if server not in ("generic", "vllm"):
             raise ValueError(f"server must be 'generic' or 'vllm', got {server!r}")
         if on_error not in ("raise", "empty"):
             raise ValueError(f"on_error must be 'raise' or 'empty', got {on_error!r}")
-        self.base_url = base
         self.model_name, self.api, self.server, self.on_error = model, api, server, on_error
         self.local_tokenizer = tokenizer is not None
         self.tokenizer = tokenizer if tokenizer is not None else ByteTokenizer()
@@ -91,12 +82,12 @@ class OpenAIPolicy:
         self.request_logprobs = bool(request_logprobs)
         self.extra_body = dict(extra_body or {})
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        limits = httpx.Limits(
-            max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency
-        )
-        self._client = httpx.Client(
-            base_url=self.base_url, timeout=self.timeout_s, headers=headers, limits=limits
-        )
+        self._client = JsonClient(
+            base_url, timeout_s=self.timeout_s, max_retries=self.max_retries, backoff_base_s=self.backoff_base_s,
+            headers=headers, max_connections=self.max_concurrency, retry_bad_response=True,
+            url_example="http://host:port/v1",
+        )  # fmt: skip
+        self.base_url = self._client.base_url
 
     def close(self) -> None:
         self._client.close()
@@ -143,42 +134,13 @@ class OpenAIPolicy:
         body.update(self.extra_body)
         return body
 
-    def _post_once(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            resp = self._client.post(path, json=body)
-        except httpx.TimeoutException as e:
-            raise _Retryable(
-                OpenAIError("timeout", f"POST {path}: no answer within {self.timeout_s}s")
-            ) from e
-        except httpx.TransportError as e:
-            raise _Retryable(
-                OpenAIError("connection", f"POST {self.base_url}{path}: {type(e).__name__}: {e}")
-            ) from e
-        if resp.status_code == 429 or resp.status_code >= 500:
-            raise _Retryable(OpenAIError(f"http_{resp.status_code}", resp.text[:200]))
-        if resp.status_code >= 400:
-            raise OpenAIError(
-                f"http_{resp.status_code}", f"{resp.text[:300]} (request fields: {sorted(body)})"
-            )
-        try:
-            data = resp.json()
-        except (json.JSONDecodeError, ValueError) as e:
-            raise _Retryable(OpenAIError("bad_response", f"not JSON: {resp.text[:200]!r}")) from e
-        if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
-            raise _Retryable(OpenAIError("bad_response", f"no 'choices' in {str(data)[:200]}"))
-        return data
-
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.max_retries + 1),
-            wait=tenacity.wait_exponential(multiplier=self.backoff_base_s, max=8.0),
-            retry=tenacity.retry_if_exception_type(_Retryable),
-            reraise=True,
-        )
         try:
-            return retrying(self._post_once, path, body)
-        except _Retryable as e:
-            raise OpenAIError(e.err.kind, f"{e.err} (after {self.max_retries} retries)") from e
+            data: dict[str, Any] = self._client.post(path, body, check=_has_choices)
+        except BackendError as e:
+            hint = f" (request fields: {sorted(body)})" if e.kind.startswith("http_4") else ""
+            raise OpenAIError(e.kind, f"{e.detail}{hint}") from e
+        return data
 
     # ----------------------------------------------------------------- responses
     def _parse(self, data: dict[str, Any], sampling: Sampling) -> Generation:

@@ -98,3 +98,23 @@ def test_connection_refused_and_bad_url():
     assert e.value.kind == "connection"
     with pytest.raises(ValueError, match="http://host:port"):
         JsonClient("not a url")
+
+
+def test_check_rejects_a_response_without_retry_by_default(server):
+    _Handler.script = [(200, {"choices": []})]
+    with _client(server) as c, pytest.raises(BackendError, match="empty choices") as e:
+        c.post("/x", {}, check=lambda d: "empty choices" if not d.get("choices") else None)
+    assert e.value.kind == "bad_response" and _Handler.hits == 1
+
+
+def test_retry_bad_response_retries_malformed_and_checked_bodies(server):
+    _Handler.script = [(200, "{trunc"), (200, {"choices": []})]
+    c = JsonClient(server, timeout_s=0.3, max_retries=2, backoff_base_s=0.01, retry_bad_response=True, max_connections=2)
+    with c:
+        out = c.post("/x", {"q": 2}, check=lambda d: None if d.get("echo") else "no echo")
+    assert out == {"echo": {"q": 2}} and _Handler.hits == 3
+
+
+def test_url_example_names_the_expected_form():
+    with pytest.raises(ValueError, match="http://host:port/v1"):
+        JsonClient("ftp://x", url_example="http://host:port/v1")
