@@ -50,6 +50,9 @@ class QuickstartConfig:
     """Probability that the expert takes a random well-formed action instead (room for RL)."""
     sft_epochs: int = 4
     sft_lr: float = 3e-3
+    sft_successes_only: bool = False
+    """SFT only on the expert episodes that succeeded (rejection sampling on the imperfect expert:
+    its random detours stay in the kept episodes, its failures do not)."""
     sft_lr_schedule: str = "constant"
     """SFT learning-rate schedule after warm-up: constant, linear or cosine (trainers.common.lr_factor)."""
     estimator: str = "turn_return"
@@ -81,13 +84,21 @@ class QuickstartConfig:
     (a fresh 40-entity world per task, so names cannot be memorized; evaluation always uses the test
     split's shared world)."""
 
+    invalid_penalty: float = 0.0
+    """Reward of a malformed reply in the SFT and RL episodes (the env's `invalid_penalty`; e.g. -0.1
+    as verl-agent's invalid-action penalty, arXiv 2505.10978). Evaluation reward stays unshaped."""
+
     reward: str = "f1"
-    """Env reward: token F1 of the answer (partial credit gives RL a signal before any exact
-    match); success stays exact match."""
+    """Env reward: "f1" (token F1 of the answer), "char_f1" (F1 of character bigrams: partial credit
+    for a near-copy of a one-word name) or "em"; partial credit gives RL a signal before any exact
+    match. Success stays exact match."""
 
     def train_env_kwargs(self) -> dict[str, Any]:
         """Env kwargs of the SFT and RL episodes (train split)."""
-        return {**self.env_kwargs(), "split": "train", "corpus": self.train_corpus}
+        kw = {**self.env_kwargs(), "split": "train", "corpus": self.train_corpus}
+        if self.invalid_penalty:
+            kw["invalid_penalty"] = self.invalid_penalty
+        return kw
 
     def eval_kwargs(self) -> dict[str, Any]:
         """`trainers.evaluate.evaluate` kwargs: the test split's tasks, sampled as RL samples them."""
@@ -185,7 +196,8 @@ def warm_start(cfg: QuickstartConfig, out_dir: str | Path) -> tuple[Any, dict[st
                         lr_schedule=cfg.sft_lr_schedule,
                         out_dir=str(out / "sft"), progress=cfg.progress)  # fmt: skip
     with timer("sft_s"):
-        sft_summary = SFTTrainer(policy, sft_cfg, episodes=expert).train()
+        sft_eps = [e for e in expert if e.outcome.get("success", 0.0) >= 1.0] if cfg.sft_successes_only else expert
+        sft_summary = SFTTrainer(policy, sft_cfg, episodes=sft_eps).train()
     report = {
         "induction": induction,
         "sft": {"final_loss": sft_summary.get("loss"), "steps": sft_summary.get("steps"),

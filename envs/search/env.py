@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from creditgym.envs.base import BackendError, Invalid, Outcome, Parsed, Task, TextEnv
-from creditgym.envs.parsing import exact_match, f1, normalize_answer
+from creditgym.envs.parsing import char_f1, exact_match, f1, normalize_answer
 from creditgym.envs.search.retrievers import (
     BM25Retriever,
     DenseRetriever,
@@ -130,8 +130,8 @@ class SearchEnv(TextEnv):
         **kw: Any,
     ):
         super().__init__(max_turns=max_turns, invalid_penalty=invalid_penalty, split=split, **kw)
-        if reward not in ("em", "f1", "em_format"):
-            raise ValueError(f"reward must be 'em', 'f1' or 'em_format', got {reward!r}")
+        if reward not in ("em", "f1", "char_f1", "em_format"):
+            raise ValueError(f"reward must be 'em', 'f1', 'char_f1' or 'em_format', got {reward!r}")
         if otc not in (None, "ppo"):
             raise ValueError(f"otc must be None or 'ppo' (OTC-GRPO is the batch transform otc_grpo), got {otc!r}")
         if retriever not in ("bm25", "dense", "http"):
@@ -231,6 +231,8 @@ class SearchEnv(TextEnv):
             base = self._em
         elif self.reward == "f1":
             base = self._f1
+        elif self.reward == "char_f1":
+            base = char_f1(answer, self.task.gold)
         else:
             base = em_format_reward(self._em >= 1.0, self._well_formed(final_answer=True), answered=True)
         if self.otc == "ppo":

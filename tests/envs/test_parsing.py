@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from creditgym.envs.parsing import (
+    char_f1,
     exact_match,
     extract_json_object,
     f1,
@@ -102,3 +103,25 @@ def test_scores_are_bounded_and_em_implies_f1(pred, golds):
 @given(st.text(max_size=60))
 def test_normalize_is_idempotent(s):
     assert normalize_answer(normalize_answer(s)) == normalize_answer(s)
+
+
+def test_char_f1_by_hand():
+    # "ab" vs "abc": bigrams {ab} and {ab, bc}; p = 1, r = 1/2, F1 = 2/3
+    assert char_f1("ab", ["abc"]) == pytest.approx(2 / 3)
+    # "Tuth Bar" -> "tuth_bar" (7 bigrams) vs "tuthbar" (6 bigrams tu ut th hb ba ar): shared tu ut th ba ar
+    # = 5, p = 5/7, r = 5/6, F1 = 2*5/(7+6) = 10/13
+    assert char_f1("Tuth Bar", ["Tuthbar"]) == pytest.approx(10 / 13)
+    assert char_f1("The Tuthbar.", ["Kalo", "tuthbar"]) == 1.0  # normalized, max over golds
+    assert char_f1("xyz", ["Kalo"]) == 0.0 and char_f1("", ["Kalo"]) == 0.0
+    assert char_f1("k", ["K"]) == 1.0  # one character: the character itself
+    # repetition loses precision: a looping copy scores below the clean near-copy
+    assert char_f1("Tuthba" + "ra" * 20, ["Tuthbar"]) < char_f1("Tuthba", ["Tuthbar"])
+
+
+@given(st.text(max_size=30), st.lists(st.text(max_size=20), min_size=1, max_size=3))
+def test_char_f1_is_bounded_and_one_on_exact_match(pred, golds):
+    score = char_f1(pred, golds)
+    assert 0.0 <= score <= 1.0 + 1e-12
+    if exact_match(pred, golds) == 1.0 and normalize_answer(pred):
+        assert score == pytest.approx(1.0)
+    assert char_f1(pred, golds) == max(char_f1(pred, [g]) for g in golds)

@@ -132,6 +132,17 @@ def test_f1_reward_and_components():
     assert comps["retrieval_hit"] == 1.0  # the expert saw the gold in a result
 
 
+def test_char_f1_reward_gives_partial_credit_for_a_near_copy():
+    env = SearchEnv(split="test", reward="char_f1")
+    r_exact, comps = _solve(env, 0)
+    assert r_exact == 1.0 and comps["em"] == 1.0
+    gold = env.unwrapped.task.gold[0]
+    r_near, comps = _solve(env, 0, answer_override=gold[:-2])
+    assert 0.0 < r_near < 1.0 and comps["em"] == 0.0 and comps["success"] == 0.0
+    with pytest.raises(ValueError, match="char_f1"):
+        SearchEnv(reward="chars")
+
+
 def test_otc_by_hand():
     # METHODS.md section 5, c = 1
     assert [round(otc_ppo_tool(m), 6) for m in range(4)] == [1.0, 0.5, 0.309017, 0.222521]
