@@ -200,7 +200,7 @@ def warm_start(cfg: QuickstartConfig, out_dir: str | Path) -> tuple[Any, dict[st
         sft_summary = SFTTrainer(policy, sft_cfg, episodes=sft_eps).train()
     report = {
         "induction": induction,
-        "sft": {"final_loss": sft_summary.get("loss"), "steps": sft_summary.get("steps"),
+        "sft": {"final_loss": sft_summary.get("loss"), "steps": sft_summary.get("steps"), "episodes": len(sft_eps),
                 "expert_success": sum(e.outcome.get("success", 0.0) for e in expert) / max(len(expert), 1)},
         "stages_s": _rounded(timer.seconds),
     }  # fmt: skip

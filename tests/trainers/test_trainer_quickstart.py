@@ -35,6 +35,28 @@ def test_quickstart_tiny_budget_writes_summary_and_files(tmp_path: Path) -> None
     assert (tmp_path / "metrics.jsonl").is_file() and (tmp_path / "sft" / "metrics.jsonl").is_file()
 
 
+def test_invalid_penalty_shapes_training_episodes_only() -> None:
+    from creditgym.trainers.quickstart import QuickstartConfig
+
+    cfg = QuickstartConfig(invalid_penalty=-0.1, reward="char_f1")
+    assert cfg.train_env_kwargs()["invalid_penalty"] == -0.1 and cfg.train_env_kwargs()["reward"] == "char_f1"
+    assert "invalid_penalty" not in cfg.eval_kwargs()["env_kwargs"]
+    assert "invalid_penalty" not in QuickstartConfig().train_env_kwargs()
+
+
+def test_sft_successes_only_trains_on_the_successful_expert_episodes(tmp_path: Path) -> None:
+    from creditgym.store import RolloutStore
+    from creditgym.trainers.quickstart import QuickstartConfig, warm_start
+
+    cfg = QuickstartConfig(hidden_size=32, num_layers=1, expert_episodes=12, sft_epochs=1, threads=1, progress=False,
+                           max_new_tokens=16, induction_steps=0, sft_successes_only=True)  # fmt: skip
+    _, report = warm_start(cfg, tmp_path)
+    expert = RolloutStore(tmp_path / "expert_episodes.jsonl").read()
+    wins = sum(e.outcome.get("success", 0.0) >= 1.0 for e in expert)
+    assert len(expert) == 12 and 0 < wins < 12  # epsilon 0.4 fails some episodes
+    assert report["sft"]["episodes"] == wins
+
+
 def test_cli_registers_train_eval_quickstart_and_parses_config_flags() -> None:
     from typer.testing import CliRunner
 
