@@ -78,7 +78,7 @@ def test_compare_credit_smoke() -> None:
 @pytest.mark.slow
 def test_train_search_smollm2_lora_smoke() -> None:
     out = _run("train_search_smollm2_lora", ["--steps", "1", "--groups", "1", "--group-size", "2", "--n-eval", "2",
-                                             "--max-new-tokens", "16"])
+                                             "--sft-episodes", "2", "--threads", "1", "--max-new-tokens", "16"])
     assert _is_fraction(out["after"])
 
 
