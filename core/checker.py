@@ -19,6 +19,7 @@ import gymnasium
 import numpy as np
 
 from creditgym.spaces import Text
+from creditgym.text import normalize_answer
 
 __all__ = ["CheckReport", "CheckResult", "check_env"]
 
@@ -79,18 +80,8 @@ def _require(cond: bool, msg: str) -> None:
         raise _Fail(msg)
 
 
-def _norm(s: str) -> str:
-    # Same normalization as envs.parsing.normalize_answer (core cannot import envs).
-    import re
-    import string
-
-    s = "".join(ch for ch in s.lower() if ch not in set(string.punctuation))
-    s = re.sub(r"\b(a|an|the)\b", " ", s)
-    return " ".join(s.split())
-
-
 def _contains_token_seq(haystack: str, needle: str) -> bool:
-    h, n = _norm(haystack).split(), _norm(needle).split()
+    h, n = normalize_answer(haystack).split(), normalize_answer(needle).split()
     if not n:
         return False
     return any(h[i : i + len(n)] == n for i in range(len(h) - len(n) + 1))

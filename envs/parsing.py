@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-import string
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from creditgym.text import normalize_answer
 
 __all__ = [
     "Block",
@@ -98,16 +99,6 @@ def extract_json_object(text: str) -> tuple[Any, str | None]:
     return None, "unbalanced braces: the JSON object is not closed with }"
 
 
-_PUNCT = set(string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-
-
-def normalize_answer(s: str) -> str:
-    """SQuAD normalization: lowercase, drop punctuation, remove articles, collapse whitespace."""
-    s = s.lower()
-    s = "".join(ch for ch in s if ch not in _PUNCT)
-    s = _ARTICLES.sub(" ", s)
-    return " ".join(s.split())
 
 
 def exact_match(prediction: str, golds: Sequence[str]) -> float:
