@@ -107,7 +107,11 @@ def expert_episodes(
     from creditgym.agents.scripted import ScriptedPolicy
 
     policy = ScriptedPolicy.for_env(env_id, tokenizer=tokenizer, role=role, epsilon=epsilon, seed=seed)
-    return Collector(policy, env_id, group_size=group_size, env_kwargs=env_kwargs, store=store).collect(num_groups, seed)
+    col = Collector(policy, env_id, group_size=group_size, env_kwargs=env_kwargs, store=store)
+    try:
+        return col.collect(num_groups, seed)
+    finally:
+        col.close()
 
 
 def sft_examples(

@@ -18,9 +18,9 @@ from creditgym.text import normalize_answer
 
 __all__ = [
     "Block",
+    "char_f1",
     "exact_match",
     "extract_json_object",
-    "char_f1",
     "f1",
     "find_blocks",
     "first_block",
@@ -99,27 +99,27 @@ def extract_json_object(text: str) -> tuple[Any, str | None]:
     return None, "unbalanced braces: the JSON object is not closed with }"
 
 
-
-
 def exact_match(prediction: str, golds: Sequence[str]) -> float:
     """1.0 if the normalized prediction equals some normalized gold, else 0.0."""
     p = normalize_answer(prediction)
     return float(any(p == normalize_answer(g) for g in golds))
 
 
-def f1(prediction: str, golds: Sequence[str]) -> float:
-    """Max token-level F1 between the normalized prediction and each normalized gold."""
-    p_toks = normalize_answer(prediction).split()
+def _max_f1(pred: Counter[str], golds: Iterable[Counter[str]]) -> float:
+    """Max F1 between the multiset `pred` and each multiset in `golds` (0 when nothing is shared)."""
     best = 0.0
-    for g in golds:
-        g_toks = normalize_answer(g).split()
-        common = Counter(p_toks) & Counter(g_toks)
-        same = sum(common.values())
+    for gold in golds:
+        same = sum((pred & gold).values())
         if same == 0:
             continue
-        precision, recall = same / len(p_toks), same / len(g_toks)
+        precision, recall = same / sum(pred.values()), same / sum(gold.values())
         best = max(best, 2 * precision * recall / (precision + recall))
     return best
+
+
+def f1(prediction: str, golds: Sequence[str]) -> float:
+    """Max token-level F1 between the normalized prediction and each normalized gold."""
+    return _max_f1(Counter(normalize_answer(prediction).split()), (Counter(normalize_answer(g).split()) for g in golds))
 
 
 def _char_bigrams(s: str) -> Counter[str]:
@@ -131,13 +131,4 @@ def char_f1(prediction: str, golds: Sequence[str]) -> float:
     """Max F1 over the character bigrams of the normalized prediction and each normalized gold
     (spaces kept as `_`): partial credit for a near-copy of a name, 1.0 for an exact match,
     and long or repeated output loses precision."""
-    p = _char_bigrams(prediction)
-    best = 0.0
-    for g in golds:
-        q = _char_bigrams(g)
-        same = sum((p & q).values())
-        if same == 0:
-            continue
-        precision, recall = same / sum(p.values()), same / sum(q.values())
-        best = max(best, 2 * precision * recall / (precision + recall))
-    return best
+    return _max_f1(_char_bigrams(prediction), (_char_bigrams(g) for g in golds))

@@ -179,7 +179,7 @@ def warm_start(cfg: QuickstartConfig, out_dir: str | Path) -> tuple[Any, dict[st
     a report: `induction` and `sft` metrics, `expert_success`, `stages_s`."""
     from creditgym.agents.induction import InductionConfig, induction_warmup
     from creditgym.store import RolloutStore
-    from creditgym.trainers.sft import SFTConfig, SFTTrainer
+    from creditgym.trainers.sft import SFTConfig, SFTTrainer, episode_success
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -197,12 +197,12 @@ def warm_start(cfg: QuickstartConfig, out_dir: str | Path) -> tuple[Any, dict[st
                         lr_schedule=cfg.sft_lr_schedule,
                         out_dir=str(out / "sft"), progress=cfg.progress)  # fmt: skip
     with timer("sft_s"):
-        sft_eps = [e for e in expert if e.outcome.get("success", 0.0) >= 1.0] if cfg.sft_successes_only else expert
+        sft_eps = [e for e in expert if episode_success(e) >= 1.0] if cfg.sft_successes_only else expert
         sft_summary = SFTTrainer(policy, sft_cfg, episodes=sft_eps).train()
     report = {
         "induction": induction,
         "sft": {"final_loss": sft_summary.get("loss"), "steps": sft_summary.get("steps"), "episodes": len(sft_eps),
-                "expert_success": sum(e.outcome.get("success", 0.0) for e in expert) / max(len(expert), 1)},
+                "expert_success": sum(map(episode_success, expert)) / max(len(expert), 1)},
         "stages_s": _rounded(timer.seconds),
     }  # fmt: skip
     return policy, report
