@@ -29,6 +29,7 @@ _IMPORTED_FILES: dict[Path, Any] = {}
 # bench target -> "module:function" (the function takes no arguments beyond its Typer options)
 BENCH_MODULES: dict[str, str] = {
     "credit": "creditgym.credit.bench:main",
+    "head": "creditgym.trainers.bench_head:main",
     "rollout": "creditgym.agents.bench:main",
     "train": "creditgym.trainers.bench:main",
 }

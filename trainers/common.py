@@ -80,6 +80,7 @@ def forward_logprobs(
     temperature: float = 1.0,
     with_entropy: bool = False,
     start: int = 0,
+    mask_BT: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Teacher-forced `logp_BT` (with grad if enabled; `out[b, t]` is the log-probability of token t
     given its prefix, ARCHITECTURE.md "Logprob semantics") and, optionally, the full-vocabulary
@@ -87,9 +88,17 @@ def forward_logprobs(
 
     `start > 0` (the first position any loss reads, e.g. the first trainable token) computes the LM
     head only from position start - 1 on, as TRL's `logits_to_keep`; positions before `start` get 0.
-    Policies whose `forward_logits` takes no `logits_to_keep` compute every position and are sliced."""
+    Policies whose `forward_logits` takes no `logits_to_keep` compute every position and are sliced.
+
+    `mask_BT` (the positions the loss reads; requires nothing else of the caller) computes the LM
+    head only where the mask is True, through the policy's `forward_logits_at` when it has one;
+    `logp_BT` and `H_BT` are then 0 off the mask (and at t = 0 or where token t or its predecessor
+    is padding), equal to the full pass on the mask."""
     from creditgym.agents.hf import token_logprobs
     from creditgym.trainers.losses import entropy_from_logits
+
+    if mask_BT is not None and callable(getattr(policy, "forward_logits_at", None)):
+        return _masked_logprobs(policy, ids_BT, attention_mask_BT, mask_BT, temperature, with_entropy)
 
     T = int(ids_BT.shape[1])
     keep = T - min(int(start), T) + 1 if int(start) > 0 else 0
@@ -107,6 +116,37 @@ def forward_logprobs(
         return logp_BT, None
     H_BK = entropy_from_logits(logits_BKV[:, :-1], temperature)
     return logp_BT, torch.nn.functional.pad(H_BK, (T - int(H_BK.shape[1]), 0))
+
+
+def _masked_logprobs(
+    policy: Any,
+    ids_BT: torch.Tensor,
+    attention_mask_BT: torch.Tensor,
+    mask_BT: torch.Tensor,
+    temperature: float,
+    with_entropy: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`forward_logprobs` on the mask only: the logits at position t - 1 predict token t."""
+    from creditgym.trainers.losses import entropy_from_logits
+
+    attn_BT = attention_mask_BT > 0
+    sel_BT = mask_BT.to(attn_BT.device).bool() & attn_BT
+    sel_BT[:, 1:] &= attn_BT[:, :-1]
+    sel_BT[:, 0] = False  # the first token has no prefix
+    pos_BT = torch.zeros_like(sel_BT)
+    pos_BT[:, :-1] = sel_BT[:, 1:]
+    logits_NV = policy.forward_logits_at(ids_BT, attention_mask_BT, pos_BT)
+    dev = logits_NV.device
+    sel_BT = sel_BT.to(dev)
+    temp = float(temperature) if temperature and temperature > 0 else 1.0
+    scaled_NV = logits_NV.float() / temp
+    target_N = ids_BT.to(dev)[sel_BT].long()
+    lp_N = scaled_NV.gather(-1, target_N[:, None]).squeeze(-1) - torch.logsumexp(scaled_NV, dim=-1)
+    zeros_BT = torch.zeros(sel_BT.shape, dtype=torch.float32, device=dev)
+    logp_BT = zeros_BT.masked_scatter(sel_BT, lp_N)
+    if not with_entropy:
+        return logp_BT, None
+    return logp_BT, zeros_BT.masked_scatter(sel_BT, entropy_from_logits(logits_NV, temperature))
 
 
 def first_loss_position(mask_BT: torch.Tensor) -> int:

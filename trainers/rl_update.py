@@ -106,7 +106,7 @@ def policy_update(trainer: Any, learner: Any, inp: UpdateInputs) -> dict[str, fl
                 T = max(lengths[i] for i in rows)
                 m = mask_BT[rows, :T]
                 logp, H = forward_logprobs(policy, ids_BT[rows, :T], attn_BT[rows, :T], cfg.temperature,
-                                           cfg.entropy_coef > 0, start=first_loss_position(m))  # fmt: skip
+                                           cfg.entropy_coef > 0, start=first_loss_position(m), mask_BT=m)  # fmt: skip
                 dev = logp.device
                 m = m.to(dev)
                 old = old_BT[rows, :T].to(dev) if old_BT is not None else logp.detach()

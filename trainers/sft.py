@@ -230,7 +230,7 @@ class SFTTrainer(TrainerLoop):
         for rows in micro_batches(lengths, cfg.token_budget):
             T = max(lengths[i] for i in rows)
             ids, attn, m = batch.ids_BT[rows, :T], batch.attention_mask_BT[rows, :T], mask_BT[rows, :T]
-            logp_BT, _ = forward_logprobs(self.policy, ids, attn, start=first_loss_position(m))
+            logp_BT, _ = forward_logprobs(self.policy, ids, attn, start=first_loss_position(m), mask_BT=m)
             loss = losses.sft_loss(logp_BT, m.to(logp_BT.device), cfg.loss_agg, cfg.loss_norm_const, denom)
             if has_nonfinite(loss):
                 self.optimizer.zero_grad(set_to_none=True)

@@ -62,3 +62,78 @@ def test_start_gives_the_same_gradient(tiny_policy) -> None:
         (logp * mask).sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in tiny_policy.model.parameters() if p.grad is not None]))
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------- mask_BT: the LM head on the mask only
+def _mask(seed: int, attn: torch.Tensor) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed + 1)
+    return (torch.rand(attn.shape, generator=g) < 0.4) & attn.bool()
+
+
+class _Uniform:
+    """Hand example: every position's logits are 0 over a 4-token vocabulary."""
+
+    def forward_logits(self, ids_BT, attention_mask_BT):
+        return torch.zeros(*ids_BT.shape, 4)
+
+    def forward_logits_at(self, ids_BT, attention_mask_BT, positions_BT):
+        return torch.zeros(int(positions_BT.sum()), 4)
+
+
+def test_mask_hand_example() -> None:
+    ids = torch.tensor([[1, 2, 3, 0], [2, 2, 1, 3]])
+    attn = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    mask = torch.tensor([[1, 0, 1, 1], [0, 1, 1, 0]], dtype=torch.bool)
+    logp, H = forward_logprobs(_Uniform(), ids, attn, 1.0, with_entropy=True, mask_BT=mask)
+    ln4 = torch.log(torch.tensor(4.0))
+    # t = 0 has no prefix and [0, 3] is padding: both stay 0 although the mask holds them
+    expected = torch.tensor([[0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0]])
+    torch.testing.assert_close(logp, -ln4 * expected)
+    torch.testing.assert_close(H, ln4 * expected)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # read-only
+@given(seed=st.integers(0, 10_000), temperature=st.sampled_from([1.0, 0.7, 0.0]))
+def test_mask_matches_the_full_pass_on_the_mask(tiny_policy, seed: int, temperature: float) -> None:
+    ids, attn = _batch(seed)
+    mask = _mask(seed, attn)
+    full, H_full = forward_logprobs(_NoKeep(tiny_policy), ids, attn, temperature, with_entropy=True)
+    part, H_part = forward_logprobs(tiny_policy, ids, attn, temperature, with_entropy=True, mask_BT=mask)
+    torch.testing.assert_close(part * mask, full * mask, rtol=1e-5, atol=1e-5)
+    on = mask.clone()
+    on[:, 0] = False
+    torch.testing.assert_close(H_part * on, H_full * on, rtol=1e-5, atol=1e-5)
+    assert float(part.detach()[~mask].abs().sum()) == 0.0 and float(H_part.detach()[~mask].abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_mask_gives_the_same_gradient(tiny_policy, lora: bool) -> None:
+    if lora:
+        pytest.importorskip("peft")
+        tiny_policy.add_lora(r=4, alpha=8, target_modules=["q_proj", "v_proj"])
+        with torch.no_grad():  # adapters start at B = 0; move them so their gradients are not trivial
+            for name, p in tiny_policy.model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0.0, 0.02, generator=torch.Generator().manual_seed(3))
+    ids, attn = _batch(11, B=4, T=16)
+    mask = _mask(11, attn)
+    grads = []
+    for kw in ({}, {"mask_BT": mask}):
+        tiny_policy.model.zero_grad(set_to_none=True)
+        logp, H = forward_logprobs(tiny_policy, ids, attn, 1.0, with_entropy=True, **kw)
+        ((logp + 0.1 * H) * mask).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in tiny_policy.model.parameters() if p.grad is not None]))
+    assert tiny_policy._head_split_ok is True
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_mask_falls_back_when_the_split_pass_disagrees(tiny_policy, monkeypatch, caplog) -> None:
+    ids, attn = _batch(5)
+    mask = _mask(5, attn)
+    full, _ = forward_logprobs(tiny_policy, ids, attn)
+    real = type(tiny_policy)._head_at
+    monkeypatch.setattr(type(tiny_policy), "_head_at", lambda self, *a: 30 * torch.tanh(real(self, *a) / 30) + 1.0)
+    with caplog.at_level("WARNING"):
+        part, _ = forward_logprobs(tiny_policy, ids, attn, mask_BT=mask)
+    assert tiny_policy._head_split_ok is False and "computing full logits instead" in caplog.text
+    torch.testing.assert_close(part * mask, full * mask, rtol=1e-5, atol=1e-5)
