@@ -251,6 +251,8 @@ class HFPolicy:
         if not callable(getattr(base, "get_decoder", None)) or base.get_output_embeddings() is None:
             return False
         pos_1T = attention_mask_1T > 0
+        was_training = self.model.training
+        self.model.eval()  # dropout would make the two passes differ
         try:
             with torch.no_grad():
                 split_NV = self._head_at(ids_1T, attention_mask_1T, pos_1T).float()
@@ -258,6 +260,8 @@ class HFPolicy:
         except (AttributeError, TypeError, ValueError, RuntimeError) as e:
             log.warning("decoder-then-LM-head pass failed (%s); computing full logits instead", e)
             return False
+        finally:
+            self.model.train(was_training)
         tol = 1e-3 if split_NV.dtype == torch.float32 and next(base.parameters()).dtype == torch.float32 else 5e-2
         ok = split_NV.shape == full_NV.shape and bool(torch.allclose(split_NV, full_NV, atol=tol, rtol=tol))
         if not ok:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from creditgym.agents import Collector, ScriptedPolicy, tiny
+from creditgym.agents import tiny
+from creditgym.agents.offline import expert_episodes
 from creditgym.trainers import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 from creditgym.trainers.evaluate import evaluate
 
@@ -50,8 +51,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     cfg = tiny.TinyConfig(hidden_size=args.hidden, intermediate_size=3 * args.hidden, num_layers=args.layers)
     policy = tiny.build(seed=args.seed, config=cfg)
-    expert = ScriptedPolicy.for_env(env_id, tokenizer=policy.tokenizer, epsilon=0.3, seed=args.seed)
-    demos = Collector(expert, env_id, env_kwargs=env_kwargs).collect(num_groups=args.expert_episodes, seed=args.seed)
+    demos = expert_episodes(env_id, args.expert_episodes, seed=args.seed, tokenizer=policy.tokenizer, epsilon=0.3,
+                            env_kwargs=env_kwargs)  # fmt: skip
     SFTTrainer(policy, SFTConfig(lr=1e-2, epochs=args.sft_epochs, warmup_steps=5), episodes=demos).train()
     kw = dict(n_eval=args.n_eval, env_kwargs=env_kwargs, max_new_tokens=16)
     before = evaluate(policy, env_id, **kw)

@@ -13,7 +13,8 @@ import json
 
 import torch
 
-from creditgym.agents import Collector, ScriptedPolicy, tiny
+from creditgym.agents import tiny
+from creditgym.agents.offline import expert_episodes
 from creditgym.trainers import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 from creditgym.trainers.evaluate import evaluate
 
@@ -38,8 +39,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     cfg = tiny.TinyConfig(hidden_size=args.hidden, intermediate_size=3 * args.hidden, num_layers=args.layers)
     policy = tiny.build(seed=args.seed, config=cfg)
-    expert = ScriptedPolicy.for_env(args.env, tokenizer=policy.tokenizer, epsilon=0.3, seed=args.seed)
-    demos = Collector(expert, args.env, env_kwargs=env_kwargs).collect(num_groups=args.expert_episodes, seed=args.seed)
+    demos = expert_episodes(args.env, args.expert_episodes, seed=args.seed, tokenizer=policy.tokenizer, epsilon=0.3,
+                            env_kwargs=env_kwargs)  # fmt: skip
     SFTTrainer(policy, SFTConfig(lr=1e-2, epochs=args.sft_epochs, warmup_steps=5), episodes=demos).train()
     kw = dict(n_eval=args.n_eval, env_kwargs=env_kwargs, max_new_tokens=args.max_new_tokens)
     before = evaluate(policy, args.env, **kw)
