@@ -20,7 +20,7 @@ import torch
 
 from creditgym.agents.base import Context, Generation, Sampling
 
-__all__ = ["HFPolicy", "filter_logits", "sample_categorical", "token_logprobs"]
+__all__ = ["HFPolicy", "filter_logits", "sample_categorical", "select_positions", "selected_logprobs", "token_logprobs"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,33 @@ def token_logprobs(
     mask_BT = (attention_mask_BT[:, 1:] > 0) & (attention_mask_BT[:, :-1] > 0)
     lp_BT = torch.where(mask_BT, lp_BT, torch.zeros_like(lp_BT))
     return torch.cat([torch.zeros_like(lp_BT[:, :1]), lp_BT], dim=1)
+
+
+def select_positions(mask_BT: torch.Tensor, attention_mask_BT: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a loss that reads tokens `mask_BT`: `sel_BT` (the tokens whose logprob is defined: masked,
+    not padding, with a real predecessor, t > 0) and `pos_BT` (the positions whose logits predict
+    them: `pos[b, t - 1] = sel[b, t]`). Boolean indexing with either gives the same row-major order."""
+    attn_BT = attention_mask_BT > 0
+    sel_BT = mask_BT.to(attn_BT.device).bool() & attn_BT
+    sel_BT[:, 1:] &= attn_BT[:, :-1]
+    sel_BT[:, 0] = False  # the first token has no prefix
+    pos_BT = torch.zeros_like(sel_BT)
+    pos_BT[:, :-1] = sel_BT[:, 1:]
+    return sel_BT, pos_BT
+
+
+def selected_logprobs(
+    logits_NV: torch.Tensor, ids_BT: torch.Tensor, sel_BT: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """`token_logprobs` at the tokens `sel_BT` only, from the logits at their `pos_BT` (see
+    `select_positions`): `[B, T]` float32, 0 off `sel_BT`."""
+    dev = logits_NV.device
+    sel_BT = sel_BT.to(dev)
+    temp = float(temperature) if temperature and temperature > 0 else 1.0
+    scaled_NV = logits_NV.float() / temp
+    target_N = ids_BT.to(dev)[sel_BT].long()
+    lp_N = scaled_NV.gather(-1, target_N[:, None]).squeeze(-1) - torch.logsumexp(scaled_NV, dim=-1)
+    return torch.zeros(sel_BT.shape, dtype=torch.float32, device=dev).masked_scatter(sel_BT, lp_N)
 
 
 def filter_logits(scaled_BV: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -277,10 +304,14 @@ class HFPolicy:
         attention_mask_BT: torch.Tensor,
         temperature: float = 1.0,
         grad: bool = False,
+        mask_BT: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Log-probability `[B, T]` (float32) of each token given its prefix (0 at the first real
         token and at padding). With `grad=False` rows go in chunks of at most `max_batch_size` whose
-        logits fit in `logits_budget_bytes`."""
+        logits fit in `logits_budget_bytes`. `mask_BT` (the tokens a loss reads) computes the LM head
+        only there (`forward_logits_at`); the result is then 0 off the mask."""
+        if mask_BT is not None and not grad:
+            return self._masked_logprobs(ids_BT, attention_mask_BT, mask_BT, temperature)
         if grad:
             logits_BTV = self.forward_logits(ids_BT, attention_mask_BT)
             return token_logprobs(
@@ -297,6 +328,19 @@ class HFPolicy:
                 mask_bT = attention_mask_BT[start : start + rows].to(self.device)
                 logits_bTV = self.forward_logits(ids_bT, mask_bT)
                 chunks.append(token_logprobs(logits_bTV, ids_bT, mask_bT, temperature))
+        return torch.cat(chunks, dim=0)
+
+    def _masked_logprobs(
+        self, ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor, mask_BT: torch.Tensor, temperature: float
+    ) -> torch.Tensor:
+        rows = max(1, self.max_batch_size)
+        chunks = []
+        with torch.no_grad(), self._eval_mode():
+            for start in range(0, ids_BT.shape[0], rows):
+                ids_bT, attn_bT = ids_BT[start : start + rows], attention_mask_BT[start : start + rows]
+                sel_bT, pos_bT = select_positions(mask_BT[start : start + rows], attn_bT)
+                logits_NV = self.forward_logits_at(ids_bT, attn_bT, pos_bT)
+                chunks.append(selected_logprobs(logits_NV, ids_bT, sel_bT, temperature))
         return torch.cat(chunks, dim=0)
 
     @contextlib.contextmanager

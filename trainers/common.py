@@ -32,6 +32,7 @@ __all__ = [
     "lr_factor",
     "forward_logprobs",
     "has_nonfinite",
+    "masked_logprobs_no_grad",
     "load_checkpoint",
     "micro_batches",
     "row_lengths",
@@ -127,26 +128,17 @@ def _masked_logprobs(
     with_entropy: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`forward_logprobs` on the mask only: the logits at position t - 1 predict token t."""
+    from creditgym.agents.hf import select_positions, selected_logprobs
     from creditgym.trainers.losses import entropy_from_logits
 
-    attn_BT = attention_mask_BT > 0
-    sel_BT = mask_BT.to(attn_BT.device).bool() & attn_BT
-    sel_BT[:, 1:] &= attn_BT[:, :-1]
-    sel_BT[:, 0] = False  # the first token has no prefix
-    pos_BT = torch.zeros_like(sel_BT)
-    pos_BT[:, :-1] = sel_BT[:, 1:]
+    sel_BT, pos_BT = select_positions(mask_BT, attention_mask_BT)
     logits_NV = policy.forward_logits_at(ids_BT, attention_mask_BT, pos_BT)
-    dev = logits_NV.device
-    sel_BT = sel_BT.to(dev)
-    temp = float(temperature) if temperature and temperature > 0 else 1.0
-    scaled_NV = logits_NV.float() / temp
-    target_N = ids_BT.to(dev)[sel_BT].long()
-    lp_N = scaled_NV.gather(-1, target_N[:, None]).squeeze(-1) - torch.logsumexp(scaled_NV, dim=-1)
-    zeros_BT = torch.zeros(sel_BT.shape, dtype=torch.float32, device=dev)
-    logp_BT = zeros_BT.masked_scatter(sel_BT, lp_N)
+    logp_BT = selected_logprobs(logits_NV, ids_BT, sel_BT, temperature)
     if not with_entropy:
         return logp_BT, None
-    return logp_BT, zeros_BT.masked_scatter(sel_BT, entropy_from_logits(logits_NV, temperature))
+    sel_BT = sel_BT.to(logits_NV.device)
+    H_BT = torch.zeros(sel_BT.shape, dtype=torch.float32, device=logits_NV.device)
+    return logp_BT, H_BT.masked_scatter(sel_BT, entropy_from_logits(logits_NV, temperature))
 
 
 def first_loss_position(mask_BT: torch.Tensor) -> int:
@@ -161,6 +153,20 @@ def _accepts_logits_to_keep(policy: Any) -> bool:
         return "logits_to_keep" in inspect.signature(policy.forward_logits).parameters
     except (TypeError, ValueError):
         return False
+
+
+def masked_logprobs_no_grad(
+    policy: Any, ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor, temperature: float, mask_BT: torch.Tensor
+) -> torch.Tensor:
+    """`policy.logprobs(...)` (no grad) for a loss that reads only `mask_BT`: on the mask alone when
+    the policy takes `mask_BT=` (HFPolicy), else the full pass."""
+    try:
+        takes_mask = "mask_BT" in inspect.signature(policy.logprobs).parameters
+    except (TypeError, ValueError):
+        takes_mask = False
+    if takes_mask:
+        return policy.logprobs(ids_BT, attention_mask_BT, temperature, mask_BT=mask_BT)
+    return policy.logprobs(ids_BT, attention_mask_BT, temperature)
 
 
 def has_nonfinite(*tensors: torch.Tensor | None) -> bool:

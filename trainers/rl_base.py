@@ -19,7 +19,13 @@ import torch
 from creditgym.batch import CreditBatch
 from creditgym.store import RolloutStore
 from creditgym.trainers import losses
-from creditgym.trainers.common import StageTimer, apply_lora, build_optimizer, has_nonfinite
+from creditgym.trainers.common import (
+    StageTimer,
+    apply_lora,
+    build_optimizer,
+    has_nonfinite,
+    masked_logprobs_no_grad,
+)
 from creditgym.trainers.curriculum import TaskSampler, UniformSampler
 from creditgym.trainers.loop import Learner, TrainerLoop
 from creditgym.trainers.rl_config import RLConfig
@@ -246,15 +252,17 @@ class RLTrainerBase(TrainerLoop):
         max_turns = int(self.env_kwargs.get("max_turns", 0) or 0) or 6
         return max_turns * self.config.max_new_tokens
 
-    def _ref_logprobs(self, role: str, batch: CreditBatch) -> torch.Tensor | None:
+    def _ref_logprobs(self, role: str, batch: CreditBatch, mask_BT: torch.Tensor) -> torch.Tensor | None:
+        """The reference's logprobs on the trainable tokens `mask_BT` (0 elsewhere; nothing reads them)."""
         if self.config.kl_coef <= 0:
             return None
         policy = self.policies[role]
         assert batch.ids_BT is not None and batch.attention_mask_BT is not None
+        args = (batch.ids_BT, batch.attention_mask_BT, self.config.temperature, mask_BT)
         if role in self._refs:
-            return self._refs[role].logprobs(batch.ids_BT, batch.attention_mask_BT, self.config.temperature)
+            return masked_logprobs_no_grad(self._refs[role], *args)
         with policy.reference():
-            return policy.logprobs(batch.ids_BT, batch.attention_mask_BT, self.config.temperature)
+            return masked_logprobs_no_grad(policy, *args)
 
     def _values_for(self, role: str, batch: CreditBatch) -> CreditBatch:
         """PPO attaches critic values here; critic-free trainers return the batch unchanged."""
@@ -266,19 +274,21 @@ class RLTrainerBase(TrainerLoop):
         cfg = self.config
         batch = self._pack(episodes)
         batch, mask_BT = self._shape_rewards(episodes, batch)
-        ref_BT = self._ref_logprobs(role, batch)
+        ref_BT = self._ref_logprobs(role, batch, mask_BT)
         if ref_BT is not None and cfg.kl_in_reward:
             assert batch.logprobs_BT is not None
-            k1_BT = losses.kl_terms(self._old_logprobs(role, batch), ref_BT, "k1")
+            k1_BT = losses.kl_terms(self._old_logprobs(role, batch, mask_BT), ref_BT, "k1")
             shaped = losses.kl_reward_penalty(batch.rewards_BK, k1_BT, batch.token_turn_BT, mask_BT, cfg.kl_coef)
             batch = self._add_turn_rewards(batch, (shaped - batch.rewards_BK) * batch.turn_mask_BK)
         batch = self._values_for(role, batch)
         adv = compute(cfg.estimator, batch, **cfg.estimator_cfg)
         return batch, adv, mask_BT, ref_BT
 
-    def _old_logprobs(self, role: str, batch: CreditBatch) -> torch.Tensor:
+    def _old_logprobs(self, role: str, batch: CreditBatch, mask_BT: torch.Tensor) -> torch.Tensor:
         assert batch.ids_BT is not None and batch.attention_mask_BT is not None
-        return self.policies[role].logprobs(batch.ids_BT, batch.attention_mask_BT, self.config.temperature)
+        return masked_logprobs_no_grad(
+            self.policies[role], batch.ids_BT, batch.attention_mask_BT, self.config.temperature, mask_BT
+        )
 
     # ------------------------------------------------------------------ one round
     def _step(self) -> dict[str, float]:

@@ -25,6 +25,7 @@ from creditgym.trainers.common import (
     first_loss_position,
     forward_logprobs,
     has_nonfinite,
+    masked_logprobs_no_grad,
     micro_batches,
     row_lengths,
 )
@@ -61,7 +62,7 @@ def policy_update(trainer: Any, learner: Any, inp: UpdateInputs) -> dict[str, fl
     adv_BT = inp.adv.token_BT.to(torch.float32)
     learner.model.eval()  # dropout off: recomputed and training logprobs must agree (ratio 1 at start)
     on_policy = cfg.ppo_epochs == 1 and cfg.mini_batches == 1 and cfg.tis_cap is None
-    old_BT = None if on_policy else policy.logprobs(ids_BT, attn_BT, cfg.temperature).cpu()
+    old_BT = None if on_policy else masked_logprobs_no_grad(policy, ids_BT, attn_BT, cfg.temperature, mask_BT).cpu()
     metrics: dict[str, float] = {}
     tis_BT = None
     if cfg.tis_cap is not None:

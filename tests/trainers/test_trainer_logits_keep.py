@@ -137,3 +137,25 @@ def test_mask_falls_back_when_the_split_pass_disagrees(tiny_policy, monkeypatch,
         part, _ = forward_logprobs(tiny_policy, ids, attn, mask_BT=mask)
     assert tiny_policy._head_split_ok is False and "computing full logits instead" in caplog.text
     torch.testing.assert_close(part * mask, full * mask, rtol=1e-5, atol=1e-5)
+
+
+def test_no_grad_logprobs_on_the_mask_match_the_full_pass(tiny_policy) -> None:
+    from creditgym.trainers.common import masked_logprobs_no_grad
+
+    tiny_policy.max_batch_size = 2  # several chunks
+    ids, attn = _batch(13, B=5, T=14)
+    mask = _mask(13, attn)
+    full = tiny_policy.logprobs(ids, attn, 0.7)
+    part = masked_logprobs_no_grad(tiny_policy, ids, attn, 0.7, mask)
+    torch.testing.assert_close(part * mask, full * mask, rtol=1e-5, atol=1e-5)
+    assert float(part[~mask].abs().sum()) == 0.0 and not part.requires_grad
+    # a policy whose logprobs take no mask gets the full pass
+    torch.testing.assert_close(masked_logprobs_no_grad(_FullOnly(tiny_policy), ids, attn, 0.7, mask), full)
+
+
+class _FullOnly:
+    def __init__(self, inner):
+        self.inner = inner
+
+    def logprobs(self, ids_BT, attention_mask_BT, temperature=1.0, grad=False):
+        return self.inner.logprobs(ids_BT, attention_mask_BT, temperature, grad)
