@@ -310,8 +310,8 @@ class HFPolicy:
         token and at padding). With `grad=False` rows go in chunks of at most `max_batch_size` whose
         logits fit in `logits_budget_bytes`. `mask_BT` (the tokens a loss reads) computes the LM head
         only there (`forward_logits_at`); the result is then 0 off the mask."""
-        if mask_BT is not None and not grad:
-            return self._masked_logprobs(ids_BT, attention_mask_BT, mask_BT, temperature)
+        if mask_BT is not None:
+            return self._masked_logprobs(ids_BT, attention_mask_BT, mask_BT, temperature, grad)
         if grad:
             logits_BTV = self.forward_logits(ids_BT, attention_mask_BT)
             return token_logprobs(
@@ -331,8 +331,12 @@ class HFPolicy:
         return torch.cat(chunks, dim=0)
 
     def _masked_logprobs(
-        self, ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor, mask_BT: torch.Tensor, temperature: float
-    ) -> torch.Tensor:
+        self, ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor, mask_BT: torch.Tensor, temperature: float,
+        grad: bool,
+    ) -> torch.Tensor:  # fmt: skip
+        if grad:  # one pass, as the full-logits grad path
+            sel_BT, pos_BT = select_positions(mask_BT, attention_mask_BT)
+            return selected_logprobs(self.forward_logits_at(ids_BT, attention_mask_BT, pos_BT), ids_BT, sel_BT, temperature)
         rows = max(1, self.max_batch_size)
         chunks = []
         with torch.no_grad(), self._eval_mode():

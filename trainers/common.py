@@ -148,11 +148,16 @@ def first_loss_position(mask_BT: torch.Tensor) -> int:
     return int(cols[0]) if cols.numel() else 0
 
 
-def _accepts_logits_to_keep(policy: Any) -> bool:
+def _takes_kwarg(fn: Any, name: str) -> bool:
+    """Whether callable `fn` has a parameter `name` (False when its signature cannot be read)."""
     try:
-        return "logits_to_keep" in inspect.signature(policy.forward_logits).parameters
+        return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
+
+
+def _accepts_logits_to_keep(policy: Any) -> bool:
+    return _takes_kwarg(policy.forward_logits, "logits_to_keep")
 
 
 def masked_logprobs_no_grad(
@@ -160,11 +165,7 @@ def masked_logprobs_no_grad(
 ) -> torch.Tensor:
     """`policy.logprobs(...)` (no grad) for a loss that reads only `mask_BT`: on the mask alone when
     the policy takes `mask_BT=` (HFPolicy), else the full pass."""
-    try:
-        takes_mask = "mask_BT" in inspect.signature(policy.logprobs).parameters
-    except (TypeError, ValueError):
-        takes_mask = False
-    if takes_mask:
+    if _takes_kwarg(policy.logprobs, "mask_BT"):
         return policy.logprobs(ids_BT, attention_mask_BT, temperature, mask_BT=mask_BT)
     return policy.logprobs(ids_BT, attention_mask_BT, temperature)
 

@@ -149,6 +149,10 @@ def test_no_grad_logprobs_on_the_mask_match_the_full_pass(tiny_policy) -> None:
     part = masked_logprobs_no_grad(tiny_policy, ids, attn, 0.7, mask)
     torch.testing.assert_close(part * mask, full * mask, rtol=1e-5, atol=1e-5)
     assert float(part[~mask].abs().sum()) == 0.0 and not part.requires_grad
+    with_grad = tiny_policy.logprobs(ids, attn, 0.7, grad=True, mask_BT=mask)
+    assert with_grad.requires_grad
+    torch.testing.assert_close(with_grad.detach() * mask, full * mask, rtol=1e-5, atol=1e-5)
+    assert float(with_grad.detach()[~mask].abs().sum()) == 0.0
     # a policy whose logprobs take no mask gets the full pass
     torch.testing.assert_close(masked_logprobs_no_grad(_FullOnly(tiny_policy), ids, attn, 0.7, mask), full)
 
