@@ -1,7 +1,12 @@
 """`check_env`: gymnasium's checker plus the text-specific checks of ENVS.md section 7.
 
 Core imports no env family: TextEnv's optional hooks (`_fuzz_actions`, `_valid_actions`,
-`get_state` / `set_state`, `max_turns`) are duck-typed through `env.unwrapped`.
+`get_state` / `set_state`, `max_turns`, `on_internal_error`) are duck-typed through `env.unwrapped`.
+
+Task ids are optional. An env *declares* task ids when it writes TextEnv's `_new_task` hook or puts a
+`task_id` key in its reset info; only then does the checker require a non-empty `task_id`, distinct
+task ids across seeds, and `reset(options={"task_id": ...})` reproducing the episode. Every env must
+be deterministic in its seed and replay by seed (unless `metadata["deterministic"]` is False).
 """
 
 from __future__ import annotations
@@ -98,6 +103,15 @@ class _Runner:
         self.rng = np.random.default_rng(rng_seed)
         self.max_turns = int(getattr(self.u, "max_turns", 8))
         self.two_player = False
+        self.task_ids = True
+
+    def declares_task_ids(self) -> bool:
+        """Whether the env writes TextEnv's `_new_task` hook or reports `task_id` in its reset info."""
+        hook = getattr(type(self.u), "_new_task", None)
+        if hook is not None and hook is not _base_attr(self.u, "_new_task"):
+            return True
+        _, info = self.env.reset(seed=0)
+        return "task_id" in info
 
     def actions_for_state(self) -> list[str]:
         valid = getattr(self.u, "_valid_actions", None)
@@ -147,7 +161,8 @@ def _check_info(r: _Runner) -> None:
     for s in range(r.n_seeds):
         rec = r.rollout(s, n=r.max_turns * 2 + 2)
         obs, info = rec["reset"]
-        _require(bool(info.get("task_id")), f"seed {s}: reset info lacks a non-empty 'task_id'")
+        if r.task_ids:
+            _require(bool(info.get("task_id")), f"seed {s}: reset info lacks a non-empty 'task_id'")
         _require(bool(info.get("state_key")), f"seed {s}: reset info lacks a non-empty 'state_key'")
         roles = [info.get("role")]
         for i, (o, rew, term, trunc, inf) in enumerate(rec["steps"]):
@@ -190,7 +205,7 @@ def _check_determinism(r: _Runner) -> None:
         _require(rec["reset"][0] == again["reset"][0], f"seed {s}: reset observation differs between runs")
         for i, (a, b) in enumerate(zip(rec["steps"], again["steps"])):
             _require(_same_step(a, b), f"seed {s} step {i}: the same actions gave a different observation/reward/flags/state_key")
-    if r.n_seeds >= 2:
+    if r.n_seeds >= 2 and r.task_ids:
         _require(len(ids) >= 2, f"{r.n_seeds} seeds gave only {len(ids)} task_id(s); seeds must index different tasks")
 
 
@@ -313,9 +328,13 @@ def _check_make(r: _Runner) -> None:
     e = gymnasium.make(spec.id)
     e.reset(seed=0)
     e.close()
-    v = gymnasium.make_vec(spec.id, num_envs=2, vectorization_mode="sync")
-    v.reset(seed=0)
-    v.close()
+    for mode in ("sync", "async"):  # async copies observations through shared memory
+        v = gymnasium.make_vec(spec.id, num_envs=2, vectorization_mode=mode)
+        try:
+            obs, _ = v.reset(seed=0)
+            _require(all(isinstance(o, str) for o in obs), f"make_vec({mode!r}).reset returned non-str observations")
+        finally:
+            v.close()
 
 
 def _check_speed(r: _Runner) -> list[str]:
@@ -341,6 +360,25 @@ def check_env(env: gymnasium.Env | str, n_seeds: int = 5, n_fuzz: int = 64, stri
     report = CheckReport(env_id=spec.id if spec is not None else type(env.unwrapped).__name__)
     r = _Runner(env, n_seeds=n_seeds, n_fuzz=n_fuzz)
     deterministic = bool(env.unwrapped.metadata.get("deterministic", True))
+    # bugs must surface as failures here, not as error observations
+    saved_on_internal_error = getattr(env.unwrapped, "on_internal_error", None)
+    if saved_on_internal_error is not None:
+        env.unwrapped.on_internal_error = "raise"
+    try:
+        _run_checks(env, r, report, deterministic)
+    finally:
+        if saved_on_internal_error is not None:
+            env.unwrapped.on_internal_error = saved_on_internal_error
+    if strict and not report.ok:
+        raise AssertionError(str(report))
+    return report
+
+
+def _run_checks(env: gymnasium.Env, r: _Runner, report: CheckReport, deterministic: bool) -> None:
+    try:
+        r.task_ids = r.declares_task_ids()
+    except Exception as e:  # reported by the checks below, which reset again
+        log.debug("check_env: reset(seed=0) failed while looking for task ids: %s", e)
 
     def gym_check() -> None:
         import dataclasses
@@ -365,7 +403,7 @@ def check_env(env: gymnasium.Env | str, n_seeds: int = 5, n_fuzz: int = 64, stri
         ("spaces", lambda: _check_spaces(r), True),
         ("info", lambda: _check_info(r), True),
         ("determinism", lambda: _check_determinism(r), deterministic),
-        ("reset by task_id", lambda: _check_task_id(r), deterministic),
+        ("reset by task_id", lambda: _check_task_id(r), deterministic and r.task_ids),
         ("replay", lambda: _check_replay(r), deterministic),
         ("fuzz", lambda: _check_fuzz(r), True),
         ("no gold leak", lambda: _check_gold_leak(r), True),
@@ -376,8 +414,9 @@ def check_env(env: gymnasium.Env | str, n_seeds: int = 5, n_fuzz: int = 64, stri
     ]
     for name, fn, run in checks:
         if not run:
-            log.warning("check_env: skipping %s (env metadata says deterministic=False)", name)
-            report.results.append(CheckResult(name, True, "skipped: non-deterministic env", warning=True))
+            why = "non-deterministic env" if not deterministic else "the env declares no task ids"
+            log.log(logging.INFO if deterministic else logging.WARNING, "check_env: skipping %s (%s)", name, why)
+            report.results.append(CheckResult(name, True, f"skipped: {why}", warning=not deterministic))
             continue
         try:
             warns = fn()
@@ -393,6 +432,3 @@ def check_env(env: gymnasium.Env | str, n_seeds: int = 5, n_fuzz: int = 64, stri
             report.results.append(CheckResult(name, True, "; ".join(warns), warning=True))
         else:
             report.results.append(CheckResult(name, True))
-    if strict and not report.ok:
-        raise AssertionError(str(report))
-    return report

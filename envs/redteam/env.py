@@ -194,6 +194,10 @@ class RedTeamEnv(TextEnv):
                 if self.on_backend_error == "raise":
                     raise
                 outcome = Outcome(obs=self._backend_error_obs(err), reward=0.0 - self._turn_cost(), info={"backend_error": err.kind})
+            except Exception as err:  # a bug must not end a training run (ENVS.md section 1 item 4)
+                if self.on_internal_error == "raise":
+                    raise
+                return self._internal_error_step(text, err, sanitized=sanitized)
         if not outcome.terminated and self.turn + 1 >= self.max_turns:
             outcome.reward += self._settle()
         return self._finish_step(text, outcome, invalid=invalid, sanitized=sanitized)

@@ -24,6 +24,17 @@ def load_custom_env_example():
     return sys.modules[name]
 
 
+def load_gymnasium_example():
+    """Import examples/custom_env_gymnasium.py once (it registers HiddenCell-v0)."""
+    name = "creditgym_example_custom_env_gymnasium"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / "custom_env_gymnasium.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
 class CountdownEnv(TextEnv):
     """Path 1: plain Gymnasium reset/step, using TextEnv's optional helpers.
     Say a number 1-3; the counter falls by it; reaching exactly 0 wins."""

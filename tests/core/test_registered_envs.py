@@ -6,10 +6,10 @@ import pytest
 import creditgym
 from creditgym.registry import BUILTIN_ENVS
 
-from ._envs import load_custom_env_example
+from ._envs import load_custom_env_example, load_gymnasium_example
 
 load_custom_env_example()
-REGISTERED = sorted(e for e in gymnasium.registry if e.startswith("creditgym/")) + ["GuessNumber-v0"]
+REGISTERED = sorted(e for e in gymnasium.registry if e.startswith("creditgym/")) + ["GuessNumber-v0", load_gymnasium_example().ENV_ID]
 
 
 @pytest.mark.parametrize("env_id", REGISTERED)
