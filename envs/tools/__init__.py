@@ -6,6 +6,7 @@
 
 from creditgym.envs.tools.calculator import CalculatorError, calculate
 from creditgym.envs.tools.env import ToolsEnv
+from creditgym.envs.tools.escape import EscapeResult, escape_matrix, run_escape
 from creditgym.envs.tools.rewards import check_answer, otc_ppo_tool, toolrl_correct
 from creditgym.envs.tools.sandbox import (
     BwrapSandbox,
@@ -22,6 +23,7 @@ __all__ = [
     "BUILTIN_DECLARATIONS",
     "BwrapSandbox",
     "CalculatorError",
+    "EscapeResult",
     "ParsedReply",
     "RunResult",
     "SandboxLimits",
@@ -32,11 +34,13 @@ __all__ = [
     "bwrap_available",
     "calculate",
     "check_answer",
+    "escape_matrix",
     "first_calls",
     "generate_task",
     "make_sandbox",
     "otc_ppo_tool",
     "parse_reply",
+    "run_escape",
     "solution_code",
     "toolrl_correct",
 ]

@@ -25,12 +25,23 @@ def error(name: str, message: str) -> dict[str, Any]:
     return {"name": name, "ok": False, "error": message}
 
 
-def _bad_path(path: str) -> str | None:
+def _bad_path(path: str, files: Mapping[str, str]) -> str | None:
+    """Why `path` cannot name a file of the store (it must also be a file name on any host the python
+    tool copies the store to), or None."""
     parts = path.split("/")
     if path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
         return f"bad path {path!r}: use a relative path without '..', e.g. 'notes/out.txt'"
+    if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in path):
+        return f"bad path {path!r}: control characters (NUL included) are not allowed in paths"
+    if any(len(p.encode("utf-8")) > 255 for p in parts):
+        return f"bad path {path!r}: each part of a path may hold at most 255 bytes"
     if path == "main.py":
         return "main.py is reserved for the python tool's code"
+    for i in range(1, len(parts)):
+        if "/".join(parts[:i]) in files:
+            return f"bad path {path!r}: {'/'.join(parts[:i])!r} is a file, not a directory"
+    if any(f.startswith(path + "/") for f in files):
+        return f"bad path {path!r}: it is a directory of other files; pick another name"
     return None
 
 
@@ -47,7 +58,7 @@ def _files(name: str, args: Mapping[str, Any], files: dict[str, str], max_chars:
         text = files[path]
         return ok(name, {"content": text[offset : offset + min(limit, max_chars)], "offset": offset,
                          "total_chars": len(text)})
-    bad = _bad_path(path)
+    bad = _bad_path(path, files)
     if bad:
         return error(name, bad)
     content = str(args["content"])

@@ -60,6 +60,8 @@ def format_number(x: int | float) -> str:
 
 
 def _check(x: Any) -> Any:
+    if not isinstance(x, (int, float)):  # e.g. complex from (-8) ** 0.5
+        raise CalculatorError("the result is not a real number (e.g. a fractional power of a negative number)")
     if isinstance(x, int) and abs(x) > MAX_INT:
         raise CalculatorError("result exceeds 10**100 in magnitude")
     if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
@@ -117,3 +119,7 @@ def calculate(expression: str) -> str:
         return format_number(_eval(tree))
     except RecursionError as e:
         raise CalculatorError("expression nests too deeply") from e
+    except (TypeError, ValueError, ArithmeticError) as e:  # any other failure of arithmetic on numbers
+        if isinstance(e, CalculatorError):
+            raise
+        raise CalculatorError(f"cannot evaluate: {e}") from e

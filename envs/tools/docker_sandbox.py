@@ -2,9 +2,11 @@
 
 The container comes from a local image (missing -> construction error, never a pull) with
 `network_disabled=True`, `mem_limit`, `nano_cpus=10**9`, `pids_limit=64`, `read_only=True`, a tmpfs
-`/tmp`, the work dir bound at `/sandbox`, `user="65534:65534"`, `cap_drop=["ALL"]` and
+`/tmp` of `tmp_mb` MB, the work dir bound at `/sandbox`, `user="65534:65534"`, `cap_drop=["ALL"]` and
 `security_opt=["no-new-privileges"]`. Each run is `exec_run(["timeout", "-s", "KILL", t, "python",
 "-I", "main.py"])`; the container is recreated after a timeout or a crash and removed in `close()`.
+The work dir is a host bind: its size is checked after each run only (over `disk_mb`: the run's
+files are dropped), so it is not a hard disk cap.
 
 Tested only against a fake Engine API server on a unix socket that checks these request shapes
 (no Docker daemon runs on the development machines).
@@ -20,6 +22,7 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
+from creditgym.envs.tools.process import tree_usage
 from creditgym.envs.tools.sandbox import CLEAN_ENV, RunResult, SandboxLimits, read_files, write_files
 
 __all__ = ["DockerSandbox"]
@@ -70,7 +73,7 @@ class DockerSandbox:
             nano_cpus=10**9,
             pids_limit=int(self.limits.pids),
             read_only=True,
-            tmpfs={"/tmp": "rw,size=64m"},
+            tmpfs={"/tmp": f"rw,size={int(self.limits.tmp_mb)}m"},
             volumes={self.workdir: {"bind": "/sandbox", "mode": "rw"}},
             working_dir="/sandbox",
             user="65534:65534",
@@ -102,7 +105,7 @@ class DockerSandbox:
 
     def run(self, code: str, files: Mapping[str, str] | None = None) -> RunResult:
         self._clear_workdir()
-        write_files(self.workdir, files or {})
+        failed = write_files(self.workdir, files or {})
         with open(os.path.join(self.workdir, "main.py"), "w", encoding="utf-8") as f:
             f.write(code)
         t = math.ceil(self.limits.timeout_s)
@@ -128,14 +131,23 @@ class DockerSandbox:
         exit_code = 137 if code_ is None else int(code_)
         if truncated or timed_out or code_ is None:
             self._recreate()  # stop whatever is still running in the container
-        new_files, skipped = read_files(self.workdir)
+        stopped = "output_limit" if truncated else ("timeout" if timed_out else "")
+        # The work dir is a host bind: its size is checked only after the run (docs/sandbox.md).
+        used, _ = tree_usage(self.workdir, stop_bytes=int(self.limits.disk_mb) * 1024 * 1024)
+        new_files: dict[str, str] | None = None
+        skipped: tuple[str, ...] = ()
+        if used > int(self.limits.disk_mb) * 1024 * 1024:
+            stopped = stopped or "disk_limit"
+        else:
+            new_files, read_skipped = read_files(self.workdir)
+            skipped = tuple(failed) + read_skipped
         return RunResult(
             stdout=bytes(out).decode("utf-8", errors="replace"),
             stderr=bytes(err).decode("utf-8", errors="replace"),
             exit_code=exit_code,
             timed_out=timed_out,
             output_truncated=truncated,
-            stopped="output_limit" if truncated else ("timeout" if timed_out else ""),
+            stopped=stopped,
             files=new_files,
             files_skipped=skipped,
         )

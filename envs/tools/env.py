@@ -71,6 +71,9 @@ class ToolsEnv(TextEnv):
         tasks_path: str | None = None,
         docker_image: str = "python:3.11-slim",
         docker_kwargs: Mapping[str, Any] | None = None,
+        disk_mb: int = 64,
+        tmp_mb: int = 64,
+        max_file_bytes_per_episode: int = 4_000_000,
         **kw: Any,
     ):
         super().__init__(max_turns=max_turns, invalid_penalty=invalid_penalty, split=split, **kw)
@@ -87,6 +90,10 @@ class ToolsEnv(TextEnv):
         self.reward_kind, self.tool_cost, self.otc, self.otc_c = reward, float(tool_cost), otc, float(otc_c)
         self.max_output_chars, self.max_calls_per_turn = int(max_output_chars), int(max_calls_per_turn)
         self.timeout_s, self.memory_mb = float(timeout_s), int(memory_mb)
+        self.disk_mb, self.tmp_mb = int(disk_mb), int(tmp_mb)
+        if int(max_file_bytes_per_episode) < 0:
+            raise ValueError(f"max_file_bytes_per_episode must be >= 0, got {max_file_bytes_per_episode!r}")
+        self.max_file_bytes_per_episode = int(max_file_bytes_per_episode)
         self._file_tasks = self._load_tasks(tasks_path) if tasks_path else None
         if self._file_tasks is None:
             for t in self.task_types:
@@ -101,7 +108,8 @@ class ToolsEnv(TextEnv):
                 self.declarations[name] = BUILTIN_DECLARATIONS[name]
         self.sandbox: Any = None
         if "python" in self.tools:
-            limits = SandboxLimits(timeout_s=self.timeout_s, memory_mb=self.memory_mb)
+            limits = SandboxLimits(timeout_s=self.timeout_s, memory_mb=self.memory_mb, disk_mb=self.disk_mb,
+                                   tmp_mb=self.tmp_mb)
             self.sandbox = make_sandbox(sandbox, limits, docker_image=docker_image, docker_kwargs=docker_kwargs)
         self.mcp: Any = None
         if mcp_servers:
@@ -115,6 +123,7 @@ class ToolsEnv(TextEnv):
         self._calls: list[list[dict[str, Any]]] = []
         self._counts: dict[str, float] = {}
         self._answer: str | None = None
+        self._synced_bytes = 0
 
     # ------------------------------------------------------------------ tasks
     def _load_tasks(self, path: str) -> dict[str, list[dict[str, Any]]]:
@@ -158,6 +167,7 @@ class ToolsEnv(TextEnv):
         self._files = dict(task.private.get("files", {}))
         self._kv = dict(task.private.get("kv", {}))
         self._seen, self._calls, self._answer = [], [], None
+        self._synced_bytes = 0
         self._counts = {"n_calls": 0, "n_tool_errors": 0, "n_invalid": 0, "answer": 0.0, "tool_cost": 0.0,
                         "invalid": 0.0, "correct": 0.0, "otc_tool": 1.0}
 
@@ -185,30 +195,70 @@ class ToolsEnv(TextEnv):
     def _run_python(self, code: str) -> dict[str, Any]:
         def live() -> dict[str, Any]:
             res = self.sandbox.run(code, self._files)
-            return {"run": {k: v for k, v in res.to_json().items() if k != "files"}, "files": res.files}
+            return self._python_record(res.to_json())
 
-        # Through the response log (code may read clocks or randomness), so replay is exact.
+        # Through the response log (code may read clocks or randomness), so replay is exact. The log
+        # keeps only what the observation and the file store need: the cut result and a file delta
+        # bounded by the episode's file budget (docs/sandbox.md, "What the response log keeps").
         out = self.call_backend("python", {"code": code, "files": _sha(self._files, 16)}, live)
-        if out["files"] is not None:
-            self._files = dict(out["files"])
-        run = out["run"]
+        self._apply_delta(out["delta"])
+        result = dict(out["result"])
+        if out["error"] is None:
+            return ok("python", result)
+        return {**error("python", out["error"]), "result": result}
+
+    def _python_record(self, run: Mapping[str, Any]) -> dict[str, Any]:
+        """The bounded, JSON-able record of one run: the result the observation shows, the error
+        message (None when it succeeded) and the change to the file store."""
         stdout = run["stdout"]
         if len(stdout) > self.max_output_chars:
             stdout = stdout[: self.max_output_chars] + f"…[cut {len(stdout) - self.max_output_chars} chars]"
-        result = {"stdout": stdout, "stderr": run["stderr"][-min(1000, self.max_output_chars):],
-                  "exit_code": run["exit_code"], "timed_out": run["timed_out"]}
+        result: dict[str, Any] = {"stdout": stdout, "stderr": run["stderr"][-min(1000, self.max_output_chars):],
+                                  "exit_code": run["exit_code"], "timed_out": run["timed_out"]}
         if run["output_truncated"]:
             result["output_truncated"] = True
-        if run["exit_code"] == 0 and not run["timed_out"] and not run["stopped"]:
-            return ok("python", result)
-        return {**error("python", self._python_error(run)), "result": result}
+        delta, not_kept = self._files_delta(run.get("files"))
+        if not_kept:
+            result["files_not_kept"] = not_kept
+        failed = run["exit_code"] != 0 or run["timed_out"] or run["stopped"]
+        return {"result": result, "error": self._python_error(run) if failed else None, "delta": delta}
+
+    def _files_delta(self, new: Mapping[str, str] | None) -> tuple[dict[str, Any], list[str]]:
+        """What a run changed in the file store, within the episode's byte budget: ({"set": {...},
+        "del": [...]}, the changed files not kept because the budget is spent). None = no change."""
+        if new is None:
+            return {"set": {}, "del": []}, []
+        left = self.max_file_bytes_per_episode - self._synced_bytes
+        kept: dict[str, str] = {}
+        not_kept: list[str] = []
+        for name in sorted(new):
+            if self._files.get(name) == new[name]:
+                continue
+            size = len(new[name].encode("utf-8"))
+            if size > left:
+                not_kept.append(name)
+                continue
+            kept[name] = new[name]
+            left -= size
+        return {"set": kept, "del": sorted(n for n in self._files if n not in new)}, not_kept
+
+    def _apply_delta(self, delta: Mapping[str, Any]) -> None:
+        for name in delta["del"]:
+            self._files.pop(name, None)
+        for name, text in delta["set"].items():
+            self._files[name] = text
+            self._synced_bytes += len(text.encode("utf-8"))
 
     def _python_error(self, run: Mapping[str, Any]) -> str:
         if run["stopped"] in ("timeout", "cpu_limit"):
             return f"time limit: the run was stopped after {self.timeout_s:g} s"
         if run["stopped"] == "output_limit":
             return "output limit: the run printed more than 1 MB and was stopped"
+        if run["stopped"] == "disk_limit":
+            return f"disk limit: the work dir grew past {self.disk_mb} MB; the run was stopped and its files dropped"
         err = run["stderr"]
+        if "No space left on device" in err:
+            return f"disk limit: the work dir ({self.disk_mb} MB) or /tmp ({self.tmp_mb} MB) is full"
         if "MemoryError" in err:
             return f"memory limit: the run needed more than {self.memory_mb} MB"
         if "Resource temporarily unavailable" in err or "sandbox: os.fork" in err:
@@ -216,6 +266,8 @@ class ToolsEnv(TextEnv):
         if "File too large" in err:
             return "file size limit: a file grew past 10 MB"
         last = err.strip().splitlines()[-1] if err.strip() else ""
+        if len(last) > 300:
+            last = last[:300] + "…"
         return f"exit code {run['exit_code']}" + (f": {last}" if last else "")
 
     def _apply(self, parsed: Parsed) -> Outcome:
@@ -262,15 +314,15 @@ class ToolsEnv(TextEnv):
         self._counts["answer"] = r
         return r
 
-    def _finish_step(self, action: str, outcome: Outcome, *, invalid: bool = False, sanitized: bool = False
-                     ) -> tuple[str, float, bool, bool, dict[str, Any]]:
+    def _finish_step(self, action: str, outcome: Outcome, *, invalid: bool = False, sanitized: bool = False,
+                     **kw: Any) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if invalid:
             self._counts["n_invalid"] += 1
             self._counts["invalid"] += float(outcome.reward)
         if not outcome.terminated and self._turn + 1 >= self.max_turns:
             # Truncation without an answer still pays the answer term (0, or -1 under ReTool).
             outcome.reward = float(outcome.reward) + self._answer_reward(None)
-        return super()._finish_step(action, outcome, invalid=invalid, sanitized=sanitized)
+        return super()._finish_step(action, outcome, invalid=invalid, sanitized=sanitized, **kw)
 
     def _final_components(self) -> dict[str, float]:
         c = self._counts

@@ -137,6 +137,22 @@ def _invalid(problem: str) -> str:
     return f"Invalid reply: {problem}\n{CALL_FORMAT}"
 
 
+def _clean(value: Any) -> Any:
+    """Arguments with every lone surrogate (a JSON escape such as "\\ud800" decodes to one) replaced by
+    U+FFFD: they cannot be encoded as UTF-8, so they would break file writes and observations."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace") if _has_surrogate(value) else value
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _has_surrogate(text: str) -> bool:
+    return any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+
+
 
 
 def parse_reply(
@@ -185,6 +201,7 @@ def parse_reply(
             return _invalid(f"unknown tool {name!r} in {where}; available tools: {names}.")
         if not isinstance(args, dict):
             return _invalid(f"{where}: \"arguments\" must be a JSON object, got {type(args).__name__}.")
+        args = _clean(args)
         schema = declarations[name]["function"].get("parameters") or {"type": "object"}
         errs = schema_errors(schema, args)
         if errs:

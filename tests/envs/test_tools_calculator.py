@@ -73,3 +73,38 @@ def test_integer_expressions_are_exact(nums: list[int], ops: list[str]) -> None:
     for op, n in zip(ops, nums[1:]):
         expr = f"({expr}) {op} ({n})"
     assert calculate(expr) == str(eval(expr))  # reference: Python's own integer arithmetic
+
+
+@pytest.mark.parametrize("expr", ["(-8)**0.5", "(-8) ** -0.5", "abs((-2) ** 0.5)", "(-1) ** (1 / 3) + 1"])
+def test_complex_results_are_refused(expr: str) -> None:
+    with pytest.raises(CalculatorError, match="not a real number"):
+        calculate(expr)
+
+
+_ATOMS = st.one_of(st.integers(-20, 20).map(str), st.floats(-50, 50, allow_nan=False).map(lambda x: f"{x:.3g}"),
+                   st.sampled_from(["0", "0.5", "-0.5", "1e308", "1e-320"]))
+
+
+@st.composite
+def _expressions(draw: st.DrawFn, depth: int = 3) -> str:
+    if depth == 0 or draw(st.booleans()):
+        return draw(_ATOMS)
+    kind = draw(st.sampled_from(["bin", "un", "call"]))
+    if kind == "bin":
+        op = draw(st.sampled_from(["+", "-", "*", "/", "//", "%", "**"]))
+        return f"({draw(_expressions(depth - 1))}) {op} ({draw(_expressions(depth - 1))})"
+    if kind == "un":
+        return f"-({draw(_expressions(depth - 1))})"
+    fn = draw(st.sampled_from(["sqrt", "abs", "round", "min", "max", "floor", "ceil", "log", "exp"]))
+    args = draw(st.lists(_expressions(depth - 1), min_size=0, max_size=3))
+    return f"{fn}({', '.join(args)})"
+
+
+@given(_expressions())
+def test_calculator_is_total_on_arithmetic(expr: str) -> None:
+    """Any arithmetic expression gives a real-number string or a CalculatorError, never another exception."""
+    try:
+        out = calculate(expr)
+    except CalculatorError:
+        return
+    assert isinstance(out, str) and "j" not in out and out not in ("nan", "inf", "-inf")

@@ -188,3 +188,150 @@ def test_collector_runs_the_expert() -> None:
     col = rollout.Collector(ScriptedPolicy.for_env("creditgym/Tools-v0"), "creditgym/Tools-v0", group_size=2)
     episodes = col.collect(num_groups=2, seed=0)
     assert len(episodes) == 4 and all(e.outcome["success"] == 1.0 for e in episodes)
+
+
+# --------------------------------------------------------------------------- bounded log, total step
+WRITE_60MB = ("import os, random\ntag = str(random.random())\nfor i in range(60):\n"
+              "    open('big%02d.txt' % i, 'w').write(tag[:8] + 'x' * (1_000_000 - 8))\nprint(tag)\n")
+
+
+def _logged_bytes(env: ToolsEnv) -> int:
+    return sum(len(json.dumps(e, ensure_ascii=False).encode()) for e in env._backend_log)
+
+
+def test_python_log_stays_under_the_byte_cap_and_replay_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = ToolsEnv(task_types=("text",), tools=("python", "files"), max_turns=4)
+    env.reset(seed=3)
+    actions = [call("python", {"code": WRITE_60MB}),
+               call("python", {"code": "import os\nprint(len(os.listdir('.')), os.path.getsize('big00.txt'))"}),
+               call("list_files", {})]
+    live = [env.step(a) for a in actions]
+    res = json.loads(live[0][4]["tool_results"][0])
+    # The run wrote 60 MB; the store kept what fits the episode's 4 MB budget and said what it dropped.
+    assert res["ok"] is True and len(res["result"]["files_not_kept"]) == 56
+    assert sum(len(v) for v in env._files.values()) <= env.max_file_bytes_per_episode + 100_000
+    cap = env.max_file_bytes_per_episode + 64_000  # the budget plus the cut results of 2 calls
+    assert _logged_bytes(env) <= cap, _logged_bytes(env)
+    state = env.get_state()
+    obs_live = live[-1][0]
+
+    # Replay on a fresh env whose sandbox must not be called: everything comes from the log.
+    other = ToolsEnv(task_types=("text",), tools=("python", "files"), max_turns=4)
+    monkeypatch.setattr(other.sandbox, "run", lambda *a, **k: pytest.fail("replay ran the sandbox"))
+    other.set_state(state)
+    assert other._files == env._files and other._state_key() == env._state_key()
+    assert other.render() == obs_live
+    for e in (env, other):
+        obs, *_ = e.step(call("read_file", {"path": "big00.txt", "limit": 20}))
+    assert obs == env.render()
+    env.close()
+    other.close()
+
+
+def test_python_log_keeps_no_full_output() -> None:
+    env = ToolsEnv(task_types=("arith",), tools=("python",), max_output_chars=100)
+    env.reset(seed=0)
+    env.step(call("python", {"code": "print('y' * 500_000)"}))
+    assert _logged_bytes(env) < 5_000
+    env.close()
+
+
+@pytest.mark.parametrize("expr", ["(-8)**0.5", "(-8) ** -0.5", "abs((-1) ** 0.5)"])
+def test_calculator_complex_result_is_a_tool_error(expr: str) -> None:
+    env = ToolsEnv(task_types=("arith",), tools=("calculator",))
+    env.reset(seed=0)
+    obs, _, _, _, info = env.step(call("calculator", {"expression": expr}))
+    assert info["invalid"] is False and '"ok": false' in obs and "not a real number" in obs
+
+
+@pytest.mark.parametrize("path", ["a\u0000b.txt", "x/\u0007.txt", "é" * 200])
+def test_unusable_paths_are_refused_and_python_keeps_working(path: str) -> None:
+    env = ToolsEnv(task_types=("text",), tools=("python", "files"))
+    env.reset(seed=0)
+    obs, _, _, _, info = env.step(call("write_file", {"path": path, "content": "x"}))
+    assert info["invalid"] is False and '"ok": false' in obs and path not in env._files
+    obs, _, _, _, info = env.step(call("python", {"code": "print(6 * 7)"}))
+    assert json.loads(info["tool_results"][0])["result"]["stdout"] == "42\n"
+    env.close()
+
+
+def test_file_directory_clashes_are_refused() -> None:
+    env = ToolsEnv(task_types=("text",), tools=("python", "files"))
+    env.reset(seed=0)
+    assert '"ok": true' in env.step(call("write_file", {"path": "a", "content": "1"}))[0]
+    assert "is a file, not a directory" in env.step(call("write_file", {"path": "a/b", "content": "2"}))[0]
+    assert '"ok": true' in env.step(call("write_file", {"path": "d/e", "content": "3"}))[0]
+    assert "is a directory" in env.step(call("write_file", {"path": "d", "content": "4"}))[0]
+    _, _, _, _, info = env.step(call("python", {"code": "print(open('a').read(), open('d/e').read())"}))
+    assert json.loads(info["tool_results"][0])["result"]["stdout"] == "1 3\n"
+    env.close()
+
+
+def test_lone_surrogates_in_arguments_never_reach_an_observation() -> None:
+    env = ToolsEnv(task_types=("text",), tools=("python", "files", "kv"))
+    env.reset(seed=0)
+    raw = '"\\ud800 \\udfff"'  # JSON escapes that decode to lone surrogates
+    code = raw.replace('"', "'")
+    actions = [
+        f'<tool_call>{{"name": "write_file", "arguments": {{"path": "s.txt", "content": {raw}}}}}</tool_call>',
+        '<tool_call>{"name": "read_file", "arguments": {"path": "s.txt"}}</tool_call>',
+        f'<tool_call>{{"name": "kv_set", "arguments": {{"key": {raw}, "value": {raw}}}}}</tool_call>',
+        '<tool_call>{"name": "kv_list", "arguments": {}}</tool_call>',
+        f'<tool_call>{{"name": "python", "arguments": {{"code": "print({code})"}}}}</tool_call>',
+        '<tool_call>{"name": "list_files", "arguments": {}}</tool_call>',
+    ]
+    for a in actions:
+        obs, _, _, _, info = env.step(a)
+        obs.encode("utf-8")
+        for r in info.get("tool_results", []):
+            r.encode("utf-8")
+    env.close()
+
+
+def test_non_utf8_names_from_python_list_as_valid_text() -> None:
+    env = ToolsEnv(task_types=("text",), tools=("python", "files"))
+    env.reset(seed=0)
+    env.step(call("python", {"code": "open(b'bad-\\xff\\xfe.txt', 'wb').write(b'\\xff ok')"}))
+    obs, _, _, _, info = env.step(call("list_files", {}))
+    obs.encode("utf-8")
+    assert "bad-\ufffd\ufffd.txt" in json.loads(info["tool_results"][0])["result"]
+    obs, *_ = env.step(call("read_file", {"path": "bad-\ufffd\ufffd.txt"}))
+    assert "\\ufffd ok" in obs or "\ufffd ok" in obs
+    env.close()
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_ANY_TEXT = st.text(st.characters(blacklist_categories=()), max_size=40)  # NUL, controls, lone surrogates
+_BUILTIN_CALLS = st.one_of(
+    st.builds(lambda p, c: ("write_file", {"path": p or "x", "content": c}), _ANY_TEXT, _ANY_TEXT),
+    st.builds(lambda p: ("read_file", {"path": p or "x"}), _ANY_TEXT),
+    st.builds(lambda p: ("list_files", {"prefix": p}), _ANY_TEXT),
+    st.builds(lambda k, v: ("kv_set", {"key": k or "k", "value": v}), _ANY_TEXT, _ANY_TEXT),
+    st.builds(lambda k: ("kv_get", {"key": k or "k"}), _ANY_TEXT),
+    st.builds(lambda e: ("calculator", {"expression": e or "1"}), _ANY_TEXT),
+)
+_FUZZ_ENV = ToolsEnv(task_types=("text",), tools=("calculator", "files", "kv", "python"), max_turns=10**6)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_BUILTIN_CALLS, min_size=1, max_size=4))
+def test_builtin_tools_are_total_and_observations_are_utf8(calls: list) -> None:
+    """Any arguments to the built-in tools give tool results (ok or not) in valid UTF-8, and every
+    stored file can be written into a python work dir (no stored name can break the sandbox's copy)."""
+    import tempfile
+
+    from creditgym.envs.tools.process import write_files
+
+    env = _FUZZ_ENV
+    env.reset(seed=0)
+    for name, args in calls:
+        action = "<tool_call>" + json.dumps({"name": name, "arguments": args}, ensure_ascii=True) + "</tool_call>"
+        obs, _, _, _, info = env.step(action)
+        obs.encode("utf-8")
+        for r in info.get("tool_results", []):
+            assert json.loads(r)["name"] == name
+    assert all(n.encode("utf-8") for n in env._files)
+    with tempfile.TemporaryDirectory() as d:
+        assert write_files(d, env._files) == []
