@@ -5,15 +5,18 @@ over a pool of envs, batching generation across every episode still active (epis
 different turns). Episodes of a group share task and seed (GRPO groups, arXiv 2402.03300). Token
 ids are token-in, token-out: `Turn.obs_ids` are exactly the tokens appended before each action (the
 chat-template delta, `rollout_chat.py`) and `Turn.action_ids` exactly what the policy sampled, so
-the packed `ids_BT` of `CreditBatch.from_episodes` is what the policy saw and sampled. See
-docs/collector.md for the full list of duties (roles, stop strings, responders, self-play,
-greedy baselines, branching, probes, timing).
+the packed rows (`ids_RT`) of `CreditBatch.from_episodes` are what the policy saw and sampled. The
+history policy (`rollout_history.py`) picks each turn's prompt: the growing conversation (`full`) or
+a fresh per-turn prompt (`window`, a function), and the token budget defaults to the policy's own
+context length. See docs/collector.md for the full list of duties (roles, stop strings, responders,
+self-play, greedy baselines, branching, probes, timing, backend failures).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 import uuid
 from collections import deque
@@ -26,6 +29,13 @@ import numpy as np
 from creditgym.agents.base import Context, Generation, Sampling
 from creditgym.agents.rollout_chat import ChatRenderer, char_mask_to_token_mask
 from creditgym.agents.rollout_envs import EnvPool
+from creditgym.agents.rollout_history import (
+    HistoryPolicy,
+    parse_history,
+    prompt_too_long,
+    report_truncation,
+    resolve_max_context,
+)
 from creditgym.agents.rollout_state import (
     Match,
     RoleConv,
@@ -65,8 +75,15 @@ class Collector:
             `meta["greedy_return"]` (ReMax, arXiv 2310.10505) and it is not returned.
         probes: e.g. `[GoldAnswerProbe()]`; fill `Episode.probe0` / `Turn.probe` (CREDIT.md 1.1).
         sampling: decoding settings; each env's `metadata["stop"]` is merged into `stop`.
-        max_context_tokens: an episode whose context has no room for another token ends truncated
-            with outcome `{"success": 0, "return": ..., "collector_truncated": 1}`.
+        max_context_tokens: the token budget of one context. None: the context length the policy
+            declares (`policy.max_context`, else `model.config.max_position_embeddings`), else
+            `rollout_history.DEFAULT_MAX_CONTEXT_TOKENS`. With the `full` history an episode whose
+            context has no room for another token ends truncated with outcome `{"success": 0,
+            "return": ..., "collector_truncated": 1}` (and a warning); a per-turn prompt that does not
+            fit raises.
+        history: what the policy sees each turn: "full", "window" / "window:k" /
+            `{"mode": "window", "k": k}`, or `fn(obs_texts, action_texts) -> list[message]`
+            (docs/collector.md, "History"). None: each env's `metadata["history"]` (default "full").
         store: a RolloutStore (or path) each finished group is appended to.
         progress: show a rich progress bar.
         max_concurrent: cap on envs running at once (None: every episode of the call at once).
@@ -84,12 +101,13 @@ class Collector:
         greedy_baseline: bool = False,
         probes: Sequence[Any] = (),
         sampling: Sampling | None = None,
-        max_context_tokens: int = 4096,
+        max_context_tokens: int | None = None,
         store: RolloutStore | str | None = None,
         progress: bool = False,
         env_fns: Sequence[EnvFn] | None = None,
         max_concurrent: int | None = None,
         system_prompt: str | None = None,
+        history: Any = None,
     ):
         if env_id is not None and not isinstance(env_id, str):  # Collector(policy, [fn, fn, ...])
             env_fns, env_id = list(env_id), None
@@ -99,8 +117,7 @@ class Collector:
             raise ValueError("Collector needs exactly one of env_id (a registered id) or env_fns (env constructors)")
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
-        if max_context_tokens < 2:
-            raise ValueError(f"max_context_tokens must be >= 2, got {max_context_tokens}")
+        self.history: HistoryPolicy | None = parse_history(history) if history is not None else None
         self.policy = policy if policy is not None else next(iter(policies.values()))  # type: ignore[union-attr]
         self.policies = dict(policies or {})
         self.responder_policy = responder_policy
@@ -111,7 +128,11 @@ class Collector:
         self.greedy_baseline = bool(greedy_baseline)
         self.probes = list(probes)
         self.sampling = sampling if sampling is not None else Sampling()
-        self.max_context_tokens = int(max_context_tokens)
+        self.max_context_tokens = resolve_max_context(
+            max_context_tokens, [self.policy, *self.policies.values()]
+        )
+        if self.max_context_tokens < 2:
+            raise ValueError(f"max_context_tokens must be >= 2, got {self.max_context_tokens}")
         self.store = RolloutStore(store) if isinstance(store, str) else store
         self.progress = bool(progress)
         self.max_concurrent = max_concurrent
@@ -274,14 +295,17 @@ class Collector:
         if bar is not None:
             bar[0].stop()
         self.stats["wall_s"] = time.perf_counter() - t_wall
-        return [ep for b in sorted(out) for ep in out[b]]
+        episodes = [ep for b in sorted(out) for ep in out[b]]
+        self.stats["collector_truncated_frac"] = report_truncation(episodes, self.env_id, self.max_context_tokens)
+        return episodes
 
     def _start(self, spec: StartSpec, env_key: str, env: gymnasium.Env) -> Match:
         base = env.unwrapped
         obs_role = str(base.metadata.get("obs_role", "user"))
         stop = tuple(dict.fromkeys((*self.sampling.stop, *tuple(base.metadata.get("stop", ()) or ()))))
         default_role = str(getattr(base, "role", "agent") or "agent")
-        m = Match(spec=spec, env=env, env_key=env_key, obs_role=obs_role, stop=stop, default_role=default_role)
+        m = Match(spec=spec, env=env, env_key=env_key, obs_role=obs_role, stop=stop, default_role=default_role,
+                  history=self._history_for(base))
         if spec.prefix is None:
             t0 = time.perf_counter()
             obs, info = env.reset(seed=spec.seed, options=dict(spec.options) or None)
@@ -293,9 +317,30 @@ class Collector:
             self._start_branch(m, spec)
         return m
 
+    def _history_for(self, base: Any) -> HistoryPolicy:
+        """The Collector's history setting, else the env's `metadata["history"]` (default "full")."""
+        if self.history is not None:
+            hist = self.history
+        else:
+            try:
+                hist = parse_history(base.metadata.get("history", "full"))
+            except ValueError as e:
+                raise ValueError(f"{type(base).__name__}.metadata['history']: {e}") from None
+        if hist.per_turn and self.probes:
+            raise ValueError(
+                f"probes score prefixes of one growing conversation, but history is {hist.describe()!r} (a fresh "
+                "prompt per turn); collect with history='full' (Collector(history='full'), --history full) to use probes"
+            )
+        return hist
+
     def _start_branch(self, m: Match, spec: StartSpec) -> None:
         ep, k = spec.prefix, spec.prefix_turns
         assert ep is not None
+        if ep.history != m.history.describe():
+            raise ValueError(
+                f"branch: episode {ep.episode_id} was collected with history {ep.history!r} but this Collector "
+                f"uses {m.history.describe()!r}; branch with the history the episode was collected with"
+            )
         actions = [t.action_text for t in ep.turns[:k]]
         # reset + prefix actions through the wrappers (TextEnv.replay's recipe; the determinism contract
         # makes it exact); the recorded rewards and observation must come back
@@ -315,22 +360,27 @@ class Collector:
         m.task_id = ep.task_id
         m.gold = tuple(ep.meta.get("gold") or first_info.get("gold") or ())
         policy = self.policy_for(ep.role)
-        conv = prefix_conv(ep, k, policy, self._renderer(policy), m.obs_role)
+        conv = prefix_conv(ep, k, policy, self._renderer(policy), m.obs_role, m.history)
         m.convs[ep.role] = conv
         m.acting = ep.role
 
     def _observe(self, m: Match, role: str, obs: str, info: Mapping[str, Any]) -> None:
         """Append observation `obs` to `role`'s conversation (creating it on the role's first view)."""
         conv = m.convs.get(role)
+        fresh = conv is None
         if conv is None:
             policy = self.policy_for(role)
             if self.policies and role not in self.policies and len(self.policies) > 1:
                 raise KeyError(f"the env asks role {role!r} to act but policies has only {sorted(self.policies)}")
-            renderer = self._renderer(policy)
-            conv = RoleConv(role=role, policy=policy, renderer=renderer)
-            conv.messages = renderer.first_messages(obs)
-            delta = renderer.first_ids(conv.messages)
+            conv = RoleConv(role=role, policy=policy, renderer=self._renderer(policy))
             m.convs[role] = conv
+        if m.history.per_turn:  # a fresh prompt each turn: exactly the ids this turn is sampled from
+            conv.messages = conv.renderer.with_system(m.history.messages([*conv.obs_texts, obs], conv.action_texts))
+            delta = conv.renderer.first_ids(conv.messages)
+            conv.ids = []
+        elif fresh:
+            conv.messages = conv.renderer.first_messages(obs)
+            delta = conv.renderer.first_ids(conv.messages)
         elif m.obs_role == "continuation":
             delta = conv.renderer.continuation_ids(obs)
             append_assistant(conv.messages, obs)
@@ -348,9 +398,14 @@ class Collector:
 
     def _check_room(self, active: list[Match]) -> None:
         for m in active:
-            if not m.done and len(m.convs[m.acting].ids) >= self.max_context_tokens:
-                m.end_collector_truncated()
-                m.backend_log = _backend_log(m.env)
+            conv = m.convs[m.acting] if not m.done else None
+            if conv is None or len(conv.ids) < self.max_context_tokens:
+                continue
+            if m.history.per_turn:
+                where = f"turn {len(conv.turns)} of {self.env_id or 'the env'} (task {m.task_id!r})"
+                raise prompt_too_long(m.history, where, len(conv.ids), self.max_context_tokens)
+            m.end_collector_truncated()
+            m.backend_log = _backend_log(m.env)
 
     def _generate_and_step(self, matches: list[Match]) -> None:
         batches: dict[tuple[Any, ...], list[Match]] = {}
@@ -381,6 +436,15 @@ class Collector:
 
     def _step(self, m: Match, conv: RoleConv, gen: Generation, gen_s: float, batch: int) -> None:
         action_ids = [int(i) for i in gen.token_ids]
+        if not action_ids and gen.finish_reason == "error":  # OpenAIPolicy(on_error="empty"): a backend failure
+            log.warning(
+                "%s returned an empty generation with finish_reason='error' on %s (task %r, turn %d): the episode "
+                "ends as a backend failure and is excluded from training", type(conv.policy).__name__,
+                self.env_id or type(m.env.unwrapped).__name__, m.task_id, len(conv.turns),
+            )  # fmt: skip
+            m.end_generation_error()
+            m.backend_log = _backend_log(m.env)
+            return
         if not action_ids:
             raise ValueError(
                 f"{type(conv.policy).__name__}.generate returned no tokens; every action needs at least one "
@@ -390,11 +454,19 @@ class Collector:
         obs, reward, terminated, truncated, info = m.env.step(gen.text)
         env_s = time.perf_counter() - t0
         self.stats["env_s"] += env_s
+        reward = float(reward)
+        if not math.isfinite(reward):  # kept as given (the store keeps it); the trainer drops the group
+            log.warning(
+                "%s returned a non-finite reward %r (task %r, turn %d); the episode is marked "
+                "meta['train_excluded']='nonfinite_reward'", self.env_id or type(m.env.unwrapped).__name__, reward,
+                m.task_id, len(conv.turns),
+            )  # fmt: skip
+            m.nonfinite_reward = True
         self.stats["action_tokens"] += len(action_ids)
         spans = info.get("mask_spans")
         mask = char_mask_to_token_mask(conv.policy.tokenizer, action_ids, spans) if spans else None
         turn_info = {"gen_s": gen_s, "env_s": env_s, "gen_batch": batch, "finish_reason": gen.finish_reason}
-        for key in ("backend_error", "action_sanitized", "noise_prob"):
+        for key in ("backend_error", "internal_error", "action_sanitized", "noise_prob"):
             if key in info:
                 turn_info[key] = info[key]
         conv.add_turn(action_ids, gen, mask, float(reward), bool(info.get("invalid", False)), turn_info)

@@ -86,6 +86,13 @@ class ChatRenderer:
         msgs.append({"role": "user", "content": obs})
         return msgs
 
+    def with_system(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`messages` with the system prompt in front (when one is set and they start with none)."""
+        msgs = [dict(m) for m in messages]
+        if self.system_prompt and not (msgs and msgs[0].get("role") == "system"):
+            msgs.insert(0, {"role": "system", "content": self.system_prompt})
+        return msgs
+
     def first_ids(self, messages: Sequence[dict[str, Any]]) -> list[int]:
         return render_ids(self.tokenizer, messages, True)
 

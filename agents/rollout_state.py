@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,7 @@ import gymnasium
 
 from creditgym.agents.base import Generation
 from creditgym.agents.rollout_chat import ChatRenderer
+from creditgym.agents.rollout_history import HistoryPolicy
 from creditgym.trajectory import Episode, Turn
 
 __all__ = ["Match", "RoleConv", "StartSpec", "append_assistant", "build_episodes", "prefix_conv"]
@@ -85,9 +87,16 @@ class Match:
     collector_truncated: bool = False
     final_info: dict[str, Any] = field(default_factory=dict)
     backend_log: list[Any] = field(default_factory=list)
+    history: HistoryPolicy = field(default_factory=HistoryPolicy)
+    generation_error: bool = False
+    nonfinite_reward: bool = False
 
     def end_collector_truncated(self) -> None:
         self.done, self.truncated, self.terminated, self.collector_truncated = True, True, False, True
+
+    def end_generation_error(self) -> None:
+        """The backend returned no action (`finish_reason="error"`): end as a backend failure."""
+        self.done, self.truncated, self.terminated, self.generation_error = True, True, False, True
 
     def end_env(self, terminated: bool, info: dict[str, Any]) -> None:
         self.done, self.terminated, self.truncated = True, terminated, not terminated
@@ -114,7 +123,9 @@ def build_episodes(m: Match, run_id: str) -> list[Episode]:
         turns = tuple(
             t if t.reward == r else dataclasses.replace(t, reward=r) for t, r in zip(conv.turns, rewards)
         )
-        if m.collector_truncated:
+        if m.generation_error:
+            outcome = {"success": 0.0, "return": float(sum(rewards)), "generation_error": 1.0}
+        elif m.collector_truncated:
             outcome = {"success": 0.0, "return": float(sum(rewards)), "collector_truncated": 1.0}
         else:
             by_role = m.final_info.get("reward_components_by_role")
@@ -126,10 +137,15 @@ def build_episodes(m: Match, run_id: str) -> list[Episode]:
             meta["gold"] = list(m.gold)
         if m.backend_log:
             meta["backend_log"] = m.backend_log
+        if m.generation_error:  # the trainer drops every group holding such an episode (issue 17)
+            meta["train_excluded"] = "generation_error"
+        elif m.nonfinite_reward or not all(math.isfinite(r) for r in rewards):
+            meta["train_excluded"] = "nonfinite_reward"
         out.append(Episode(
             turns=turns, task_id=m.task_id, group_id=m.spec.group_id, seed=m.spec.seed, role=role,
             terminated=m.terminated, truncated=m.truncated, outcome=outcome,
             final_obs_text=conv.pending_obs_text, final_obs_ids=tuple(conv.pending_obs_ids), meta=meta,
+            history=m.history.describe(),
         ))
     return out
 
@@ -142,11 +158,23 @@ def append_assistant(messages: list[dict[str, Any]], text: str) -> None:
         messages.append({"role": "assistant", "content": text})
 
 
-def prefix_conv(ep: Episode, k: int, policy: Any, renderer: ChatRenderer, obs_role: str) -> RoleConv:
+def prefix_conv(
+    ep: Episode, k: int, policy: Any, renderer: ChatRenderer, obs_role: str, history: HistoryPolicy | None = None
+) -> RoleConv:
     """The conversation of `ep` just before turn k, rebuilt from its recorded tokens (ids exactly as
-    recorded; chat messages rebuilt from the texts, for message-based backends)."""
+    recorded; chat messages rebuilt from the texts, for message-based backends). A per-turn history's
+    context is turn k's recorded prompt."""
     conv = RoleConv(role=ep.role, policy=policy, renderer=renderer)
     conv.turns = list(ep.turns[:k])
+    conv.obs_texts = [t.obs_text for t in ep.turns[: k + 1]]
+    conv.action_texts = [t.action_text for t in ep.turns[:k]]
+    conv.pending_obs_ids = list(ep.turns[k].obs_ids)
+    conv.pending_obs_text = ep.turns[k].obs_text
+    conv.state_key = ep.turns[k].state_key
+    if history is not None and history.per_turn:
+        conv.ids = list(ep.turns[k].obs_ids)
+        conv.messages = renderer.with_system(history.messages(conv.obs_texts, conv.action_texts))
+        return conv
     conv.ids = [i for t in ep.turns[:k] for i in (*t.obs_ids, *t.action_ids)] + list(ep.turns[k].obs_ids)
     msgs = renderer.first_messages(ep.turns[0].obs_text)
     for j, t in enumerate(ep.turns[:k]):
@@ -157,9 +185,4 @@ def prefix_conv(ep: Episode, k: int, policy: Any, renderer: ChatRenderer, obs_ro
             msgs.append({"role": "assistant", "content": t.action_text})
             msgs += renderer.observation_messages(nxt, obs_role, {})
     conv.messages = msgs
-    conv.obs_texts = [t.obs_text for t in ep.turns[: k + 1]]
-    conv.action_texts = [t.action_text for t in ep.turns[:k]]
-    conv.pending_obs_ids = list(ep.turns[k].obs_ids)
-    conv.pending_obs_text = ep.turns[k].obs_text
-    conv.state_key = ep.turns[k].state_key
     return conv

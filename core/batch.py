@@ -5,6 +5,14 @@ meaning of every field). K is `max_b(n_b + truncated_b)`, so the slot after a tr
 last turn exists for a bootstrap value. `ids_BT` holds every token of each episode in order
 (per turn: observation tokens then action tokens; then the final observation), so a trainer can
 recompute logprobs on exactly the packed layout.
+
+The row-token layout (R rows, T' token slots; `ids_RT`, `row_episode_R`, ...) is what the trainers'
+forward passes run on. An episode collected with the `full` history is one row, identical to its
+`ids_BT` row; one collected with a per-turn history (`Episode.per_turn_rows`) is one row per turn
+(that turn's prompt and action, exactly what the policy saw and sampled). Each row is a contiguous
+slice `[row_start_R, row_start_R + row_len)` of its episode's `ids_BT` row, so any `[B, T]` tensor
+(token advantages, masks, logprobs) maps to rows by index (`to_rows`) and back (`from_rows`);
+estimators never see rows.
 """
 
 from __future__ import annotations
@@ -68,6 +76,14 @@ class CreditBatch:
     values_BK: torch.Tensor | None = None
     token_values_BT: torch.Tensor | None = None
     greedy_return_B: torch.Tensor | None = None
+    ids_RT: torch.Tensor | None = None
+    attention_mask_RT: torch.Tensor | None = None
+    loss_mask_RT: torch.Tensor | None = None
+    logprobs_RT: torch.Tensor | None = None
+    token_turn_RT: torch.Tensor | None = None
+    row_episode_R: torch.Tensor | None = None
+    row_turn_R: torch.Tensor | None = None
+    row_start_R: torch.Tensor | None = None
     episode_ids: tuple[str, ...] = ()
     roles: tuple[str, ...] = ()
     state_keys: tuple[str, ...] = ()
@@ -96,6 +112,50 @@ class CreditBatch:
 
     def num_action_tokens(self) -> int:
         return int(self.loss_mask_BT.sum())
+
+    # ------------------------------------------------------------------ row-token layout
+    @property
+    def R(self) -> int:
+        """Number of rows of the row-token layout (B when every episode is one row)."""
+        return int(self.row_episode_R.shape[0]) if self.row_episode_R is not None else self.B
+
+    def row_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(ids_RT, attention_mask_RT)` for a forward pass; a batch without a row layout (built by
+        hand) uses its episode layout, one row per episode."""
+        if self.ids_RT is not None and self.attention_mask_RT is not None:
+            return self.ids_RT, self.attention_mask_RT
+        if self.ids_BT is None or self.attention_mask_BT is None:
+            raise ValueError("this CreditBatch has no token ids (ids_BT / ids_RT); pack it with CreditBatch.from_episodes")
+        return self.ids_BT, self.attention_mask_BT
+
+    def _row_index(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(episode index, episode-layout column, valid mask), each `[R, T']`, on `device`."""
+        if self.row_episode_R is None or self.row_start_R is None or self.attention_mask_RT is None:
+            B, T = self.token_turn_BT.shape
+            b_RT = torch.arange(B, device=device)[:, None].expand(B, T)
+            t_RT = torch.arange(T, device=device)[None, :].expand(B, T)
+            return b_RT, t_RT, torch.ones(B, T, dtype=torch.bool, device=device)
+        R, Tr = self.attention_mask_RT.shape
+        len_R1 = self.attention_mask_RT.sum(1, keepdim=True).to(device)
+        valid_RT = torch.arange(Tr, device=device)[None, :] < len_R1
+        b_RT = self.row_episode_R.to(device)[:, None].expand(R, Tr)
+        t_RT = self.row_start_R.to(device)[:, None] + torch.arange(Tr, device=device)[None, :]
+        return b_RT, torch.where(valid_RT, t_RT, torch.zeros_like(t_RT)), valid_RT
+
+    def to_rows(self, x_BT: torch.Tensor, fill: float = 0) -> torch.Tensor:
+        """Map a `[B, T]` episode-layout tensor (token advantages, a mask, logprobs) onto the row
+        layout by index: `out[r, t] = x_BT[row_episode_R[r], row_start_R[r] + t]`, `fill` on padding."""
+        b_RT, t_RT, valid_RT = self._row_index(x_BT.device)
+        x_RT = x_BT[b_RT, t_RT]
+        return torch.where(valid_RT, x_RT, torch.full_like(x_RT, fill))
+
+    def from_rows(self, x_RT: torch.Tensor, fill: float = 0) -> torch.Tensor:
+        """The inverse of `to_rows`: a `[B, T]` tensor holding each row's values at their episode
+        positions (`fill` where no row covers a token, e.g. a per-turn episode's final observation)."""
+        b_RT, t_RT, valid_RT = self._row_index(x_RT.device)
+        out = torch.full(tuple(self.token_turn_BT.shape), fill, dtype=x_RT.dtype, device=x_RT.device)
+        out[b_RT[valid_RT], t_RT[valid_RT]] = x_RT[valid_RT]
+        return out
 
     # ------------------------------------------------------------------ packing
     @classmethod
@@ -139,6 +199,7 @@ class CreditBatch:
         has_greedy = any("greedy_return" in ep.meta for ep in episodes)
         greedy = np.full(B, math.nan, np.float64) if has_greedy else None
 
+        rows: list[tuple[int, int, int, int]] = []  # (episode, turn or -1, start, length)
         for b, ep in enumerate(episodes):
             n = ep.num_turns
             rewards[b, :n] = [t.reward for t in ep.turns]
@@ -156,6 +217,8 @@ class CreditBatch:
                         "least one (keep the stop token)"
                     )
                 ids[b, pos : pos + no] = t.obs_ids
+                if ep.per_turn_rows:
+                    rows.append((b, k, pos, no + na))
                 pos += no
                 sl = slice(pos, pos + na)
                 ids[b, sl] = t.action_ids
@@ -166,6 +229,8 @@ class CreditBatch:
             nf = len(ep.final_obs_ids)
             ids[b, pos : pos + nf] = ep.final_obs_ids
             attn[b, : pos + nf] = 1
+            if not ep.per_turn_rows:
+                rows.append((b, -1, 0, pos + nf))
             if outcome_key is None:
                 outcome[b] = rewards[b, :n].sum()
             else:
@@ -182,6 +247,24 @@ class CreditBatch:
                 greedy[b] = float(ep.meta["greedy_return"])
 
         turn_mask = np.arange(K)[None, :] < n_B[:, None]
+        ids_t, attn_t, loss_t = torch.from_numpy(ids), torch.from_numpy(attn), torch.from_numpy(loss)
+        logp_t, tok_turn_t = torch.from_numpy(logp), torch.from_numpy(tok_turn)
+        rows.sort()
+        row_R = torch.tensor([r[0] for r in rows], dtype=torch.int64)
+        row_turn_R = torch.tensor([r[1] for r in rows], dtype=torch.int64)
+        row_start_R = torch.tensor([r[2] for r in rows], dtype=torch.int64)
+        if all(not ep.per_turn_rows for ep in episodes):  # one row per episode: the same tensors
+            row_tensors = (ids_t, attn_t, loss_t, logp_t, tok_turn_t)
+        else:
+            Tr = max(1, max(r[3] for r in rows)) if rows else 1
+            attn_RT = torch.from_numpy(np.arange(Tr)[None, :] < np.array([r[3] for r in rows])[:, None]).to(torch.int64)
+            b_RT = row_R[:, None].expand(len(rows), Tr)
+            t_RT = torch.where(attn_RT.bool(), row_start_R[:, None] + torch.arange(Tr)[None, :], 0)
+            valid_RT = attn_RT.bool()
+            row_tensors = (
+                torch.where(valid_RT, ids_t[b_RT, t_RT], 0), attn_RT, loss_t[b_RT, t_RT] & valid_RT,
+                torch.where(valid_RT, logp_t[b_RT, t_RT], 0.0), torch.where(valid_RT, tok_turn_t[b_RT, t_RT], -1),
+            )
         batch = cls(
             rewards_BK=torch.from_numpy(rewards.astype(np.float32)),
             turn_mask_BK=torch.from_numpy(turn_mask),
@@ -191,11 +274,19 @@ class CreditBatch:
             node_BK=torch.from_numpy(node),
             terminated_B=torch.from_numpy(term_B),
             truncated_B=torch.from_numpy(trunc_B),
-            token_turn_BT=torch.from_numpy(tok_turn),
-            loss_mask_BT=torch.from_numpy(loss),
-            ids_BT=torch.from_numpy(ids),
-            attention_mask_BT=torch.from_numpy(attn),
-            logprobs_BT=torch.from_numpy(logp),
+            token_turn_BT=tok_turn_t,
+            loss_mask_BT=loss_t,
+            ids_BT=ids_t,
+            attention_mask_BT=attn_t,
+            logprobs_BT=logp_t,
+            ids_RT=row_tensors[0],
+            attention_mask_RT=row_tensors[1],
+            loss_mask_RT=row_tensors[2],
+            logprobs_RT=row_tensors[3],
+            token_turn_RT=row_tensors[4],
+            row_episode_R=row_R,
+            row_turn_R=row_turn_R,
+            row_start_R=row_start_R,
             probe_BK1=torch.from_numpy(probe.astype(np.float32)) if probe is not None else None,
             greedy_return_B=torch.from_numpy(greedy.astype(np.float32)) if greedy is not None else None,
             episode_ids=tuple(ep.episode_id for ep in episodes),
@@ -240,6 +331,33 @@ class CreditBatch:
             raise ValueError(f"probe_BK1 has shape {tuple(self.probe_BK1.shape)}, expected {(B, K + 1)}")
         if self.token_values_BT is not None and self.token_values_BT.shape != self.token_turn_BT.shape:
             raise ValueError("token_values_BT must have the shape of token_turn_BT")
+        self._validate_rows()
+
+    def _validate_rows(self) -> None:
+        names_R = ("row_episode_R", "row_turn_R", "row_start_R")
+        names_RT = ("ids_RT", "attention_mask_RT", "loss_mask_RT", "logprobs_RT", "token_turn_RT")
+        if self.row_episode_R is None:
+            if any(getattr(self, n) is not None for n in names_R + names_RT):
+                raise ValueError("a row layout needs row_episode_R, row_start_R and attention_mask_RT together")
+            return
+        R = int(self.row_episode_R.shape[0])
+        for n in names_R:
+            x = getattr(self, n)
+            if x is None or tuple(x.shape) != (R,):
+                raise ValueError(f"CreditBatch.{n} must have shape {(R,)} (one entry per row)")
+        if self.attention_mask_RT is None or int(self.attention_mask_RT.shape[0]) != R:
+            raise ValueError(f"CreditBatch.attention_mask_RT must have {R} rows")
+        shape_RT = tuple(self.attention_mask_RT.shape)
+        for n in names_RT:
+            x = getattr(self, n)
+            if x is not None and tuple(x.shape) != shape_RT:
+                raise ValueError(f"CreditBatch.{n} has shape {tuple(x.shape)}, expected {shape_RT}")
+        start_R: torch.Tensor = self.row_start_R  # type: ignore[assignment]  # checked just above
+        ends_R = start_R + self.attention_mask_RT.sum(1)
+        if R and (bool((start_R < 0).any()) or int(ends_R.max()) > self.T):
+            raise ValueError("every row must be a slice of its episode's tokens: 0 <= row_start_R and end <= T")
+        if R and (int(self.row_episode_R.min()) < 0 or int(self.row_episode_R.max()) >= self.B):
+            raise ValueError(f"row_episode_R must index episodes 0..{self.B - 1}")
 
     def with_values(
         self, values_BK: torch.Tensor | None = None, token_values_BT: torch.Tensor | None = None
@@ -260,12 +378,16 @@ class CreditBatch:
         return dataclasses.replace(self, **changes)
 
     def to(self, device: torch.device | str) -> CreditBatch:
-        """A copy with every tensor on `device`."""
-        changes = {
-            f.name: getattr(self, f.name).to(device)
-            for f in dataclasses.fields(self)
-            if isinstance(getattr(self, f.name), torch.Tensor)
-        }
+        """A copy with every tensor on `device` (tensors shared between fields, e.g. `ids_RT is ids_BT`
+        for full-history batches, stay shared)."""
+        moved: dict[int, torch.Tensor] = {}
+        changes = {}
+        for f in dataclasses.fields(self):
+            x = getattr(self, f.name)
+            if isinstance(x, torch.Tensor):
+                if id(x) not in moved:
+                    moved[id(x)] = x.to(device)
+                changes[f.name] = moved[id(x)]
         return dataclasses.replace(self, **changes)
 
 

@@ -86,6 +86,10 @@ class Episode:
     rollouts; None means packing derives ids from a digest of the action prefix. `final_obs_text` /
     `final_obs_ids` are the observation after the last step (a critic values a truncated episode's
     last state from them). `meta` keeps the reset `options` under `"options"` so replay is exact.
+    `history` is the Collector's history policy (docs/collector.md, "History"): `"full"` (one growing
+    conversation: each turn's `obs_ids` are the tokens appended to it) or a per-turn policy
+    (`"window:k"`, `"custom"`: each turn's `obs_ids` are the whole prompt that turn was sampled from,
+    so packing gives each turn its own training row).
     """
 
     turns: tuple[Turn, ...] = ()
@@ -102,6 +106,7 @@ class Episode:
     final_obs_text: str = ""
     final_obs_ids: tuple[int, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
+    history: str = "full"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -110,6 +115,7 @@ class Episode:
         set_(self, "final_obs_ids", _as_int_tuple(self.final_obs_ids))
         set_(self, "terminated", bool(self.terminated))
         set_(self, "truncated", bool(self.truncated))
+        set_(self, "history", str(self.history))
         if self.node_ids is not None:
             nodes = _as_int_tuple(self.node_ids)
             if len(nodes) != len(turns):
@@ -119,6 +125,11 @@ class Episode:
     @property
     def num_turns(self) -> int:
         return len(self.turns)
+
+    @property
+    def per_turn_rows(self) -> bool:
+        """True when each turn was sampled from its own prompt (history other than "full")."""
+        return self.history != "full"
 
     @property
     def total_reward(self) -> float:

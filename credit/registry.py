@@ -16,11 +16,14 @@ __all__ = [
     "COLLECTION_KNOBS",
     "ESTIMATORS",
     "Estimator",
+    "check_branches_spec",
     "check_choice",
     "check_finite",
     "compute",
+    "knob_default",
     "register_estimator",
     "require",
+    "trains_on_branches",
 ]
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,8 @@ def register_estimator(name: str, needs: dict[str, Any] | None = None) -> Callab
     unknown = sorted(set(needs or {}) - set(COLLECTION_KNOBS))
     if unknown:
         raise ValueError(f"register_estimator({name!r}): unknown needs keys {unknown}; allowed: {COLLECTION_KNOBS}")
+    if (needs or {}).get("branches"):
+        check_branches_spec(name, needs["branches"])  # type: ignore[index]
 
     def deco(fn: F) -> F:
         old = ESTIMATORS.get(name)
@@ -57,6 +62,56 @@ def register_estimator(name: str, needs: dict[str, Any] | None = None) -> Callab
         return fn
 
     return deco
+
+
+BRANCH_KEYS = ("at", "n", "depth", "train")
+
+
+def check_branches_spec(name: str, spec: Any) -> None:
+    """Validate a `needs["branches"]` spec (CREDIT.md 1.4): `{"at": "every_turn", "n": int}` or
+    `{"at": "tree", "n": int, "depth": int}`, plus the optional `train` flag: a bool (train on the
+    branch rollouts too, or use them for Monte-Carlo values only) or `{knob: value}` (train on them
+    when each of the estimator's knobs equals that value, e.g. spo's `{"variant": "tree"}`)."""
+    where = f"estimator {name!r}: needs['branches']"
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where} must be a dict like {{'at': 'every_turn', 'n': 4}}, got {spec!r}")
+    unknown = sorted(set(spec) - set(BRANCH_KEYS))
+    if unknown:
+        raise ValueError(f"{where} has unknown keys {unknown}; allowed: {BRANCH_KEYS}")
+    if spec.get("at") not in ("every_turn", "tree"):
+        raise ValueError(f"{where}['at'] must be 'every_turn' or 'tree', got {spec.get('at')!r}")
+    for key in ("n", "depth") if spec["at"] == "tree" else ("n",):
+        value = spec.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{where}[{key!r}] must be an int >= 1, got {value!r}")
+    train = spec.get("train", True)
+    if not isinstance(train, (bool, dict)):
+        raise ValueError(f"{where}['train'] must be a bool or a {{knob: value}} dict, got {train!r}")
+
+
+def trains_on_branches(fn: Estimator, spec: dict[str, Any], cfg: dict[str, Any]) -> bool:
+    """Whether a trainer trains on the branch rollouts of `spec` (else they only give Monte-Carlo
+    values): `spec["train"]` (default True), resolved against `cfg` and the estimator's knob defaults
+    when it is a `{knob: value}` dict."""
+    train = spec.get("train", True)
+    if isinstance(train, bool):
+        return train
+    defaults = {
+        p.name: p.default
+        for p in list(inspect.signature(fn).parameters.values())[1:]
+        if p.default is not inspect.Parameter.empty
+    }
+    return all({**defaults, **cfg}.get(knob) == value for knob, value in train.items())
+
+
+def knob_default(fn: Estimator, knob: str, cfg: dict[str, Any], fallback: Any) -> Any:
+    """`cfg[knob]`, else the estimator's default for that knob, else `fallback`."""
+    if knob in cfg:
+        return cfg[knob]
+    param = inspect.signature(fn).parameters.get(knob)
+    if param is None or param.default is inspect.Parameter.empty:
+        return fallback
+    return param.default
 
 
 def knobs_of(fn: Estimator) -> tuple[str, ...] | None:

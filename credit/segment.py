@@ -28,13 +28,15 @@ def mc_advantage_BK(name: str, batch: CreditBatch, gamma: float, bootstrap_trunc
     return turn_gae_BK(torch.where(mask, batch.rewards_BK, 0.0), V, mask, boot, gamma, 0.0)
 
 
-@register_estimator("vineppo", needs={"branches": {"at": "every_turn", "n": 9}, "values": "mc"})
+@register_estimator("vineppo", needs={"branches": {"at": "every_turn", "n": 9, "train": False}, "values": "mc"})
 def vineppo(batch: CreditBatch, *, gamma: float = 1.0, bootstrap_truncated: bool = False) -> Advantages:
     """VinePPO (arXiv 2410.01679): `A = r + gamma V(s') - V(s)` with Monte-Carlo values (7.1)."""
     return make_advantages(batch, mc_advantage_BK("vineppo", batch, gamma, bootstrap_truncated))
 
 
-@register_estimator("spo", needs={"branches": {"at": "every_turn", "n": 4}, "values": "mc"})
+@register_estimator(
+    "spo", needs={"branches": {"at": "every_turn", "n": 4, "train": {"variant": "tree"}}, "values": "mc"}
+)
 def spo(
     batch: CreditBatch,
     *,

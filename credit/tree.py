@@ -72,7 +72,9 @@ def tree_metrics(batch: CreditBatch, tv: TreeValues) -> dict[str, Tensor]:
     }
 
 
-@register_estimator("tree", needs={"branches": {"at": "tree", "n": 2, "depth": 2}, "optional": True})
+@register_estimator(
+    "tree", needs={"branches": {"at": "tree", "n": 2, "depth": 2, "train": True}, "optional": True}
+)
 def tree(
     batch: CreditBatch,
     *,
@@ -106,7 +108,9 @@ def tree(
     return make_advantages(batch, A, extras=tree_metrics(batch, tv))
 
 
-@register_estimator("tree_grpo", needs={"branches": {"at": "tree", "n": 2, "depth": 2}, "optional": True})
+@register_estimator(
+    "tree_grpo", needs={"branches": {"at": "tree", "n": 2, "depth": 2, "train": True}, "optional": True}
+)
 def tree_grpo(
     batch: CreditBatch, *, eps: float = 1e-6, intra_weight: float = 1.0, singleton: str = "raw"
 ) -> Advantages:

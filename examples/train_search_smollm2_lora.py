@@ -17,8 +17,8 @@ import json
 
 import torch
 
-from creditgym.agents import Collector, ScriptedPolicy, pretrained
-from creditgym.agents.base import Sampling
+from creditgym.agents import pretrained
+from creditgym.agents.offline import expert_episodes
 from creditgym.trainers import GRPOConfig, GRPOTrainer
 from creditgym.trainers.evaluate import evaluate
 from creditgym.trainers.sft import SFTConfig, SFTTrainer
@@ -46,11 +46,8 @@ def main(argv: list[str] | None = None) -> dict:
     kw = dict(n_eval=args.n_eval, env_kwargs=env_kwargs, max_new_tokens=args.max_new_tokens)
     untrained = evaluate(policy, args.env, **kw)
     if args.sft_episodes:
-        expert = ScriptedPolicy.for_env(args.env, tokenizer=policy.tokenizer, epsilon=0.2, seed=args.seed)
-        col = Collector(expert, args.env, group_size=1, env_kwargs=env_kwargs,
-                        sampling=Sampling(max_new_tokens=args.max_new_tokens))  # fmt: skip
-        episodes = col.collect(num_groups=args.sft_episodes, seed=args.seed + 1)
-        col.close()
+        episodes = expert_episodes(args.env, args.sft_episodes, seed=args.seed + 1, tokenizer=policy.tokenizer,
+                                   epsilon=0.2, env_kwargs=env_kwargs)  # fmt: skip
         SFTTrainer(policy, SFTConfig(lr=5e-5, epochs=1, batch_episodes=8, token_budget=4096, seed=args.seed),
                    episodes=episodes).train()  # fmt: skip
     before = evaluate(policy, args.env, **kw)

@@ -18,7 +18,7 @@ from typing import Any
 
 import typer
 
-__all__ = ["config_flags", "parse_config_flags", "register"]
+__all__ = ["config_flags", "eval_settings", "parse_config_flags", "register"]
 
 TRAINERS = {
     "grpo": ("creditgym.trainers.grpo", "GRPOTrainer", "GRPOConfig"),
@@ -149,6 +149,44 @@ def _difficulties(env_id: str, names: str | None) -> dict[str, dict[str, Any]] |
     return {n: family[n] for n in wanted}
 
 
+EVAL_DEFAULTS: dict[str, Any] = {"n_eval": 64, "seed": 12_345, "split": "test", "temperature": 1.0, "max_new_tokens": 64}
+
+
+def eval_settings(model: str | None, env_id: str, given: dict[str, Any], env_kwargs_json: str | None) -> dict[str, Any]:
+    """`evaluate` kwargs of `creditgym eval`: the flags given, else the model folder's eval_config.json
+    (when written for this env), else EVAL_DEFAULTS. A model folder without an eval config (or with
+    one for another env) needs `--env-kwargs`, since the numbers depend on them."""
+    from creditgym.trainers.evaluate import EVAL_CONFIG, load_eval_config
+
+    saved = load_eval_config(model) if model is not None and Path(model).is_dir() else None
+    if saved is not None and saved["env_id"] != env_id:
+        if env_kwargs_json is None:
+            raise typer.BadParameter(
+                f"{model}/{EVAL_CONFIG} was written for {saved['env_id']}, not {env_id}: pass this env's kwargs "
+                "with --env-kwargs '{...}' ('{}' for its defaults), or evaluate " + saved["env_id"]
+            )
+        saved = None
+    if saved is None and model is not None and Path(model).is_dir() and env_kwargs_json is None:
+        raise typer.BadParameter(
+            f"model folder {model} has no {EVAL_CONFIG}, so the env settings it was measured with are unknown: "
+            "pass them with --env-kwargs '{...}' ('{}' for the env's defaults), plus --n-eval, --seed, --split, "
+            "--temperature and --max-new-tokens where they differ from the defaults"
+        )
+    base = {**EVAL_DEFAULTS, **{k: saved[k] for k in EVAL_DEFAULTS}} if saved else dict(EVAL_DEFAULTS)
+    out = {k: (v if v is not None else base[k]) for k, v in given.items()}
+    if env_kwargs_json is not None:
+        try:
+            kwargs = json.loads(env_kwargs_json)
+        except json.JSONDecodeError as e:
+            raise typer.BadParameter(f"--env-kwargs must be a JSON object, e.g. '{{\"topk\": 1}}': {e}") from e
+        if not isinstance(kwargs, dict):
+            raise typer.BadParameter(f"--env-kwargs must be a JSON object, got {env_kwargs_json!r}")
+    else:
+        kwargs = dict(saved["env_kwargs"]) if saved else {}
+    out["env_kwargs"] = kwargs
+    return out
+
+
 def register(app: typer.Typer) -> None:
     """Add `train`, `eval` and `quickstart` to the main app."""
 
@@ -178,7 +216,9 @@ def register(app: typer.Typer) -> None:
         table.add_row("after SFT warm start (before RL)", f"{s['before']['success']:.3f}", f"{s['before']['reward']:.3f}")
         table.add_row(f"after RL ({cfg.estimator})", f"{s['after']['success']:.3f}", f"{s['after']['reward']:.3f}")
         Console().print(table)
-        typer.echo(f"{s['seconds']:.0f} s; wrote {out / 'summary.json'}, episodes.jsonl, reward_curve.png")
+        typer.echo(f"{s['seconds']:.0f} s; wrote {out / 'summary.json'}, episodes.jsonl, reward_curve.png and the "
+                   f"models {s['sft_model']}, {s['final_model']} (evaluate: creditgym eval {cfg.env_id} --model "
+                   f"{s['final_model']})")  # fmt: skip
 
     @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def train_command(
@@ -208,30 +248,39 @@ def register(app: typer.Typer) -> None:
         policy = _load_policy(model, seed)
         cls = _import(module, tname)
         if trainer == "sft":
-            from creditgym.agents import Collector, ScriptedPolicy
+            episodes = None
+            if cfg.rft_n <= 0:  # plain SFT on the scripted expert; RFT samples its own episodes from env_id
+                from creditgym.agents.offline import expert_episodes
 
-            expert = ScriptedPolicy.for_env(env_id, tokenizer=policy.tokenizer)
-            episodes = Collector(expert, env_id, group_size=1).collect(num_groups=64, seed=cfg.seed)
-            summary = cls(policy, cfg, episodes=episodes).train()
+                episodes = expert_episodes(env_id, 64, seed=cfg.seed, tokenizer=policy.tokenizer,
+                                           env_kwargs=cfg.env_kwargs)  # fmt: skip
+            summary = cls(policy, cfg, episodes=episodes, env_id=env_id).train()
         else:
             summary = cls(policy, env_id, cfg).train()
         typer.echo(json.dumps(summary, indent=1))
         if save is not None:
+            from creditgym.trainers.evaluate import save_eval_config
+
             policy.save(save)
-            typer.echo(f"saved the model to {save}")
+            eval_kw = {k: v for k, v in dataclasses.asdict(cfg).items() if k in ("temperature", "max_new_tokens")}
+            save_eval_config(save, env_id, env_kwargs=cfg.env_kwargs, **{**EVAL_DEFAULTS, **eval_kw, "split": "test"})
+            typer.echo(f"saved the model to {save} (with its eval_config.json: the test split, {env_id})")
 
     @app.command("eval")
     def eval_command(
         env_id: str = typer.Argument(..., help="env id (or FILE.py:ID / module:ID)"),
         model: str = typer.Option("tiny", help="'tiny', a local HF model folder, or a pretrained name"),
-        n_eval: int = typer.Option(64, help="episodes (test-split seeds) per difficulty"),
-        seed: int = typer.Option(12_345, help="seed of the evaluated tasks"),
-        split: str = typer.Option("test", help="env split"),
-        temperature: float = typer.Option(1.0, help="sampling temperature (0 = greedy)"),
-        max_new_tokens: int = typer.Option(64, help="tokens per action"),
+        n_eval: int = typer.Option(None, help="episodes (test-split seeds) per difficulty [model's eval config, else 64]"),
+        seed: int = typer.Option(None, help="seed of the evaluated tasks [model's eval config, else 12345]"),
+        split: str = typer.Option(None, help="env split [model's eval config, else test]"),
+        temperature: float = typer.Option(None, help="sampling temperature, 0 = greedy [model's eval config, else 1.0]"),
+        max_new_tokens: int = typer.Option(None, help="tokens per action [model's eval config, else 64]"),
+        env_kwargs: str = typer.Option(None, help="env kwargs as JSON [model's eval config, else {}]"),
         difficulties: str = typer.Option(None, help="comma list, e.g. easy,medium,hard (family presets)"),
         scripted: bool = typer.Option(False, help="evaluate the env's scripted expert instead of a model"),
         json_out: Path = typer.Option(None, help="also write the results as JSON"),
+        history: str = typer.Option(None, help="full, window or window:K (default: the env's own)"),
+        max_context_tokens: int = typer.Option(None, help="context budget (default: the model's context length)"),
     ) -> None:
         """Success and reward per difficulty on test-split seeds, as a table."""
         from rich.console import Console
@@ -246,8 +295,11 @@ def register(app: typer.Typer) -> None:
             policy: Any = ScriptedPolicy.for_env(env_id)
         else:
             policy = _load_policy(model, 0)
-        res = evaluate(policy, env_id, n_eval=n_eval, seed=seed, split=split, temperature=temperature,
-                       max_new_tokens=max_new_tokens, categories=_difficulties(env_id, difficulties))  # fmt: skip
+        given = {"n_eval": n_eval, "seed": seed, "split": split, "temperature": temperature,
+                 "max_new_tokens": max_new_tokens}  # fmt: skip
+        settings = eval_settings(None if scripted else model, env_id, given, env_kwargs)
+        res = evaluate(policy, env_id, **settings, categories=_difficulties(env_id, difficulties),
+                       history=history, max_context_tokens=max_context_tokens)  # fmt: skip
         Console().print(format_table([(model if not scripted else "scripted", res)], title=f"{env_id} — held-out"))
         if json_out is not None:
             json_out.write_text(json.dumps(res.to_dict(), indent=2))

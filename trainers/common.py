@@ -33,6 +33,7 @@ __all__ = [
     "forward_logprobs",
     "has_nonfinite",
     "masked_logprobs_no_grad",
+    "row_logprobs_no_grad",
     "load_checkpoint",
     "micro_batches",
     "row_lengths",
@@ -168,6 +169,15 @@ def masked_logprobs_no_grad(
     if _takes_kwarg(policy.logprobs, "mask_BT"):
         return policy.logprobs(ids_BT, attention_mask_BT, temperature, mask_BT=mask_BT)
     return policy.logprobs(ids_BT, attention_mask_BT, temperature)
+
+
+def row_logprobs_no_grad(policy: Any, batch: Any, temperature: float, mask_BT: torch.Tensor) -> torch.Tensor:
+    """`masked_logprobs_no_grad` run on the batch's row-token layout (the sequences the policy saw:
+    one row per episode, or per turn for a per-turn history) and mapped back to the episode layout
+    `[B, T]` (0 on tokens no row holds)."""
+    ids_RT, attn_RT = batch.row_inputs()
+    lp_RT = masked_logprobs_no_grad(policy, ids_RT, attn_RT, temperature, batch.to_rows(mask_BT.bool(), False))
+    return batch.from_rows(lp_RT.detach())
 
 
 def has_nonfinite(*tensors: torch.Tensor | None) -> bool:

@@ -6,15 +6,21 @@ group's seed from `seed`), so before/after comparisons are paired.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from creditgym.trainers.sft import episode_success
 from creditgym.trajectory import Episode, TaskSpec
 
-__all__ = ["EvalResult", "evaluate", "format_table"]
+__all__ = ["EVAL_CONFIG", "EvalResult", "evaluate", "format_table", "load_eval_config", "save_eval_config"]
+
+EVAL_CONFIG = "eval_config.json"
+"""File beside a saved model: the evaluation it was measured with, `creditgym eval`'s defaults for it."""
+EVAL_KEYS = ("n_eval", "seed", "split", "temperature", "max_new_tokens")
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,39 @@ class EvalResult:
                 "by_category": self.by_category}  # fmt: skip
 
 
+def save_eval_config(
+    model_dir: str | Path,
+    env_id: str,
+    env_kwargs: Mapping[str, Any] | None = None,
+    n_eval: int = 64,
+    seed: int = 10_000,
+    split: str = "test",
+    temperature: float = 1.0,
+    max_new_tokens: int = 64,
+) -> Path:
+    """Write `model_dir/eval_config.json`: the env id and the `evaluate` arguments of the number
+    reported for this model, so `creditgym eval ENV_ID --model model_dir` reproduces it."""
+    kwargs = {k: v for k, v in dict(env_kwargs or {}).items() if k != "split"}
+    data = {"env_id": env_id, "env_kwargs": kwargs, "n_eval": int(n_eval), "seed": int(seed), "split": split,
+            "temperature": float(temperature), "max_new_tokens": int(max_new_tokens)}  # fmt: skip
+    path = Path(model_dir) / EVAL_CONFIG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
+def load_eval_config(model_dir: str | Path) -> dict[str, Any] | None:
+    """The eval config saved beside a model folder (None when there is none)."""
+    path = Path(model_dir) / EVAL_CONFIG
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    missing = [k for k in ("env_id", "env_kwargs", *EVAL_KEYS) if k not in data]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}; rewrite it with trainers.evaluate.save_eval_config")
+    return dict(data)
+
+
 def _stderr(p: float, n: int) -> float:
     return math.sqrt(max(p * (1 - p), 0.0) / n) if n else 0.0
 
@@ -47,12 +86,15 @@ def evaluate(
     max_new_tokens: int = 64,
     env_kwargs: Mapping[str, Any] | None = None,
     categories: Mapping[str, Mapping[str, Any]] | None = None,
-    max_context_tokens: int = 2048,
+    max_context_tokens: int | None = None,
+    history: Any = None,
 ) -> EvalResult:
     """Play `n_eval` episodes per category (one per test-split seed) and report success and reward.
 
     `categories` maps a label (e.g. a difficulty) to the env kwargs that select it; None plays the
-    env as configured under the label "all". `temperature=0` evaluates greedily.
+    env as configured under the label "all". `temperature=0` evaluates greedily. `max_context_tokens`
+    and `history` are the Collector's (None: the policy's context length; the env's history).
+    Sampling is seeded from `seed`, so a saved model reproduces its number (`save_eval_config`).
     """
     from creditgym.agents.base import Sampling
     from creditgym.agents.rollout import Collector
@@ -61,8 +103,8 @@ def evaluate(
     cats: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (categories or {"all": {}}).items()}
     col = Collector(
         policy, env_id, group_size=1, env_kwargs=kwargs,
-        sampling=Sampling(temperature=temperature, max_new_tokens=max_new_tokens),
-        max_context_tokens=max_context_tokens,
+        sampling=Sampling(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed),
+        max_context_tokens=max_context_tokens, history=history,
     )  # fmt: skip
     try:
         episodes: list[Episode] = []

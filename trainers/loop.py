@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,39 @@ __all__ = ["Learner", "TrainerLoop"]
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
+RUN_LOGS = ("metrics.jsonl", "episodes.jsonl")
+"""Append-only files in out_dir that a resume truncates back to their size at the checkpoint."""
+
+
+def log_offsets(out_dir: Path) -> dict[str, int]:
+    """Byte size of each run log in `out_dir` (synced to disk first, so the sizes are durable)."""
+    sizes = {}
+    for name in RUN_LOGS:
+        path = out_dir / name
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+            sizes[name] = path.stat().st_size
+    return sizes
+
+
+def truncate_logs(out_dir: Path, sizes: dict[str, int]) -> None:
+    """Cut each run log back to its size at the checkpoint (0 when it did not exist then): rows and
+    episodes of the steps after the checkpoint are replayed by the resumed run, so they must go.
+    Idempotent, so a crash during it is repaired by the next resume."""
+    for name in RUN_LOGS:
+        path = out_dir / name
+        if not path.is_file():
+            continue
+        keep, size = int(sizes.get(name, 0)), path.stat().st_size
+        if size > keep:
+            with open(path, "r+b") as f:
+                f.truncate(keep)
+                f.flush()
+                os.fsync(f.fileno())
+            log.info("resume: cut %s from %d to %d bytes (records after the checkpoint)", path, size, keep)
+        elif size < keep:
+            log.warning("resume: %s has %d bytes, the checkpoint saw %d; records were lost", path, size, keep)
 
 
 @dataclass
@@ -93,11 +127,14 @@ class TrainerLoop:
             "step": self.step_idx,
             "skipped_steps": self.skipped_steps,
             "extra": self._extra_state(),
+            "logs": log_offsets(self.out_dir) if self.out_dir is not None else {},
         }
         return save_checkpoint(target, state)
 
     def load(self, path: str | Path) -> None:
-        """Restore everything `save` wrote; training continues at the saved step."""
+        """Restore everything `save` wrote; training continues at the saved step. Loading the run's
+        own checkpoint (`out_dir/checkpoint.pt`) also cuts metrics.jsonl and episodes.jsonl back to
+        the checkpoint, so a resumed run logs each step, and keeps each step's episodes, once."""
         state = load_checkpoint(path)
         saved = state["learners"]
         if set(saved) != set(self.learners):
@@ -110,6 +147,9 @@ class TrainerLoop:
         self.step_idx = int(state["step"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self._load_extra_state(state.get("extra", {}))
+        own = self.checkpoint_path is not None and Path(path).resolve() == self.checkpoint_path.resolve()
+        if own and self.out_dir is not None and "logs" in state:
+            truncate_logs(self.out_dir, state["logs"])
         log.info("resumed from %s at step %d", path, self.step_idx)
 
     # ------------------------------------------------------------------ the loop
@@ -128,7 +168,6 @@ class TrainerLoop:
                 config=cfg,
                 wandb_project=getattr(cfg, "wandb_project", None),
             )
-            self._logger.log(self.step_idx, {})
         return self._logger
 
     def step(self) -> dict[str, float]:

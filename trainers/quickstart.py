@@ -9,7 +9,10 @@
 5. evaluate again on the same test tasks (after RL);
 
 and write `summary.json` (ARCHITECTURE.md "Entry points"), `episodes.jsonl` (the RL episodes, a
-RolloutStore file), `reward_curve.png`, `metrics.jsonl` and tensorboard logs (`tb/`, `sft/`).
+RolloutStore file), `reward_curve.png`, `metrics.jsonl`, tensorboard logs (`tb/`, `sft/`) and the
+models as Hugging Face folders: `sft_model/` (the warm start) and `final_model/` (after RL), each
+with an `eval_config.json` (the test-split evaluation above) that `creditgym eval` uses as its
+defaults, so `creditgym eval creditgym/SearchEasy-v0 --model OUT/final_model` reproduces "after".
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 
 from creditgym.trainers.common import StageTimer
 
-__all__ = ["QuickstartConfig", "plot_reward_curve", "run_quickstart", "warm_start"]
+__all__ = ["QuickstartConfig", "plot_reward_curve", "run_quickstart", "save_model", "warm_start"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +100,11 @@ class QuickstartConfig:
     """Env reward: "f1" (token F1 of the answer), "char_f1" (F1 of character bigrams: partial credit
     for a near-copy of a one-word name) or "em"; partial credit gives RL a signal before any exact
     match. Success stays exact match."""
+
+    def __post_init__(self) -> None:
+        from creditgym.trainers.rl_config import check_finite_config
+
+        check_finite_config(self)
 
     def train_env_kwargs(self) -> dict[str, Any]:
         """Env kwargs of the SFT and RL episodes (train split)."""
@@ -212,6 +220,18 @@ def warm_start(cfg: QuickstartConfig, out_dir: str | Path) -> tuple[Any, dict[st
     return policy, report
 
 
+def save_model(policy: Any, path: Path, cfg: QuickstartConfig) -> Path:
+    """Save `policy` as a Hugging Face folder with the quickstart's evaluation as its
+    `eval_config.json`, so `creditgym eval ENV_ID --model path` reproduces the reported number."""
+    from creditgym.trainers.evaluate import save_eval_config
+
+    policy.save(path)
+    kw = cfg.eval_kwargs()
+    save_eval_config(path, cfg.env_id, env_kwargs=kw["env_kwargs"], n_eval=kw["n_eval"], seed=kw["seed"],
+                     split=kw["split"], temperature=kw["temperature"], max_new_tokens=kw["max_new_tokens"])  # fmt: skip
+    return path
+
+
 def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) -> dict[str, Any]:
     """Run the quickstart into `out_dir`; returns the summary (also written to summary.json)."""
     from creditgym.store import RolloutStore
@@ -227,6 +247,8 @@ def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) 
     policy, warm = warm_start(cfg, out)
     timer = StageTimer()
     eval_kw = cfg.eval_kwargs()
+    with timer("save_s"):
+        sft_dir = save_model(policy, out / "sft_model", cfg)
     with timer("eval_before_s"):
         before = evaluate(policy, cfg.env_id, **eval_kw)
         RolloutStore(out / "eval_before.jsonl", fsync=False).extend(before.episodes)
@@ -238,6 +260,8 @@ def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) 
     with timer("eval_after_s"):
         after = evaluate(policy, cfg.env_id, **eval_kw)
         RolloutStore(out / "eval_after.jsonl", fsync=False).extend(after.episodes)
+    with timer("save_s"):
+        final_dir = save_model(policy, out / "final_model", cfg)
     seconds = time.perf_counter() - t0
     plot_reward_curve(rl.history, before.success, after.success, out / "reward_curve.png")
     summary = {
@@ -255,6 +279,8 @@ def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) 
         "sft": warm["sft"],
         "rl": {"steps": rl_summary.get("steps"), "skipped_steps": rl_summary.get("skipped_steps"),
                "final_train_success": rl_summary.get("success")},
+        "sft_model": str(sft_dir),
+        "final_model": str(final_dir),
         "config": asdict(cfg),
     }  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,7 +25,7 @@ from creditgym.trainers.common import (
     apply_lora,
     build_optimizer,
     has_nonfinite,
-    masked_logprobs_no_grad,
+    row_logprobs_no_grad,
 )
 from creditgym.trainers.curriculum import TaskSampler, UniformSampler
 from creditgym.trainers.loop import Learner, TrainerLoop
@@ -33,7 +34,7 @@ from creditgym.trainers.rl_update import UpdateInputs, policy_update
 from creditgym.trainers.sft import episode_success
 from creditgym.trajectory import Episode
 
-__all__ = ["RLTrainerBase", "derive_seed"]
+__all__ = ["RLTrainerBase", "derive_seed", "mark_excluded_groups", "nonfinite_reward", "split_for_training"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class RLTrainerBase(TrainerLoop):
         self.generator = generator
         self.task_sampler: TaskSampler = task_sampler if task_sampler is not None else UniformSampler()
         self.needs = self._resolve_needs(cfg)
+        self.train_on_branches = self._trains_on_branches(cfg)
         self._check_config(cfg)
         if cfg.lora:
             for p in self.policies.values():
@@ -107,6 +109,16 @@ class RLTrainerBase(TrainerLoop):
         needs.update(cfg.collect_overrides)
         return {k: v for k, v in needs.items() if v is not None and v is not False}
 
+    def _trains_on_branches(self, cfg: RLConfig) -> bool:
+        """Whether branch rollouts are trained on, or only give Monte-Carlo values (`needs["branches"]["train"]`)."""
+        from creditgym.credit.registry import check_branches_spec, trains_on_branches
+
+        spec = self.needs.get("branches")
+        if not spec:
+            return False
+        check_branches_spec(cfg.estimator, spec)
+        return trains_on_branches(self._estimator(cfg.estimator), spec, cfg.estimator_cfg)
+
     def _check_config(self, cfg: RLConfig) -> None:
         if cfg.per_turn_clip and cfg.estimator not in ("a2tgpo",):
             log.info("per_turn_clip=True: estimator %r must supply clip_scale_BK", cfg.estimator)
@@ -144,6 +156,7 @@ class RLTrainerBase(TrainerLoop):
             probes=probes,
             sampling=Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens),
             max_context_tokens=cfg.max_context_tokens,
+            history=cfg.history,
         )
 
     # ------------------------------------------------------------------ resume state
@@ -170,13 +183,19 @@ class RLTrainerBase(TrainerLoop):
         specs = self.task_sampler.sample(cfg.num_groups, self.rng)
         seed = derive_seed(cfg.seed, self.collect_calls)
         self.collect_calls += 1
-        episodes = list(self.collector.collect(cfg.num_groups, seed=seed, tasks=specs))
+        set_env_attr = getattr(self.collector, "set_env_attr", None)
+        if callable(set_env_attr):  # env curricula (e.g. SimSearch's noise) read the trainer's round
+            set_env_attr("training_step", self.step_idx)
+        episodes = mark_excluded_groups(self.collector.collect(cfg.num_groups, seed=seed, tasks=specs))
         branches = self.needs.get("branches")
         if branches:
-            episodes += list(self.collector.branch_for(episodes, branches))
+            rollouts = list(self.collector.branch_for([e for e in episodes if not excluded(e)], branches))
+            if not self.train_on_branches:  # Monte-Carlo values only (vineppo, chain spo)
+                rollouts = [dataclasses.replace(e, meta={**e.meta, MC_ROLLOUT: True}) for e in rollouts]
+            episodes = mark_excluded_groups([*episodes, *rollouts])
         update = getattr(self.task_sampler, "update", None)
         if callable(update):
-            update(specs, episodes)
+            update(specs, [zero_advantage_view(e) if excluded(e) else e for e in episodes])
         return episodes
 
     def _group_returns(self, episodes: Sequence[Episode]) -> torch.Tensor:
@@ -201,7 +220,10 @@ class RLTrainerBase(TrainerLoop):
                 groups.setdefault((e.group_id, e.role), []).append(e)
             seen += len(groups)
             for members in groups.values():
-                r = self._group_returns(members)
+                trained = [e for e in members if not e.meta.get(MC_ROLLOUT)]
+                if any(excluded(e) for e in members) or not trained:
+                    continue
+                r = self._group_returns(trained)
                 if float(r.max() - r.min()) > 1e-8:
                     kept.append(members)
         if len(kept) < cfg.num_groups and not cfg.allow_short_batch:
@@ -257,18 +279,30 @@ class RLTrainerBase(TrainerLoop):
         if self.config.kl_coef <= 0:
             return None
         policy = self.policies[role]
-        assert batch.ids_BT is not None and batch.attention_mask_BT is not None
-        args = (batch.ids_BT, batch.attention_mask_BT, self.config.temperature, mask_BT)
         if role in self._refs:
-            return masked_logprobs_no_grad(self._refs[role], *args)
+            return row_logprobs_no_grad(self._refs[role], batch, self.config.temperature, mask_BT)
         with policy.reference():
-            return masked_logprobs_no_grad(policy, *args)
+            return row_logprobs_no_grad(policy, batch, self.config.temperature, mask_BT)
 
     def _values_for(self, role: str, batch: CreditBatch) -> CreditBatch:
         """PPO attaches critic values here; critic-free trainers return the batch unchanged."""
         return batch
 
-    def _credit(self, role: str, episodes: Sequence[Episode]) -> tuple[CreditBatch, Any, torch.Tensor, torch.Tensor | None]:
+    def _mc_values(self, batch: CreditBatch, episodes: Sequence[Episode], rollouts: Sequence[Episode]) -> CreditBatch:
+        """Attach Monte-Carlo values from the branch rollouts (`needs["values"] == "mc"`; CREDIT.md 7),
+        discounted with the estimator's own `gamma`."""
+        from creditgym.agents.offline import mc_values
+        from creditgym.credit.registry import knob_default
+
+        gamma = float(knob_default(self._estimator(self.config.estimator), "gamma", self.config.estimator_cfg, 1.0))
+        values_BK = mc_values(episodes, rollouts, gamma=gamma, num_slots=batch.K)
+        return batch.with_values(values_BK=values_BK)
+
+    def _credit(
+        self, role: str, episodes: Sequence[Episode], rollouts: Sequence[Episode] = ()
+    ) -> tuple[CreditBatch, Any, torch.Tensor, torch.Tensor | None]:
+        """Pack `episodes` (the trained ones), shape rewards, attach values and run the estimator;
+        `rollouts` are branch rollouts used only for Monte-Carlo values."""
         from creditgym.credit import compute
 
         cfg = self.config
@@ -280,15 +314,14 @@ class RLTrainerBase(TrainerLoop):
             k1_BT = losses.kl_terms(self._old_logprobs(role, batch, mask_BT), ref_BT, "k1")
             shaped = losses.kl_reward_penalty(batch.rewards_BK, k1_BT, batch.token_turn_BT, mask_BT, cfg.kl_coef)
             batch = self._add_turn_rewards(batch, (shaped - batch.rewards_BK) * batch.turn_mask_BK)
+        if self.needs.get("values") == "mc":
+            batch = self._mc_values(batch, episodes, rollouts)
         batch = self._values_for(role, batch)
         adv = compute(cfg.estimator, batch, **cfg.estimator_cfg)
         return batch, adv, mask_BT, ref_BT
 
     def _old_logprobs(self, role: str, batch: CreditBatch, mask_BT: torch.Tensor) -> torch.Tensor:
-        assert batch.ids_BT is not None and batch.attention_mask_BT is not None
-        return masked_logprobs_no_grad(
-            self.policies[role], batch.ids_BT, batch.attention_mask_BT, self.config.temperature, mask_BT
-        )
+        return row_logprobs_no_grad(self.policies[role], batch, self.config.temperature, mask_BT)
 
     # ------------------------------------------------------------------ one round
     def _step(self) -> dict[str, float]:
@@ -297,14 +330,21 @@ class RLTrainerBase(TrainerLoop):
             episodes, metrics = self.collect()
         if self.store is not None:
             self.store.extend(episodes)
-        metrics.update(_episode_metrics(episodes))
+        trained, rollouts, dropped = split_for_training(episodes)
+        metrics.update(_episode_metrics(trained))
+        metrics.update(dropped)
+        if rollouts:
+            metrics["mc_rollouts"] = float(len(rollouts))
+        if not trained:
+            metrics.update(self._skip("every group was dropped (non-finite rewards or generation errors)"))
         for role, learner in self.learners.items():
-            eps = [e for e in episodes if e.role == role] if len(self.learners) > 1 else episodes
+            eps = [e for e in trained if e.role == role] if len(self.learners) > 1 else trained
             if not eps:
                 continue
+            roll = [e for e in rollouts if e.role == role] if len(self.learners) > 1 else rollouts
             prefix = f"{role}/" if len(self.learners) > 1 else ""
             with self.timer("credit"):
-                batch, adv, mask_BT, ref_BT = self._credit(role, eps)
+                batch, adv, mask_BT, ref_BT = self._credit(role, eps, roll)
             metrics.update({prefix + (k if k.startswith("adv/") else f"adv/{k}"): float(v) for k, v in adv.metrics.items()})
             if has_nonfinite(adv.token_BT):
                 metrics.update(self._skip(f"{role}: NaN or inf in the advantages"))
@@ -341,6 +381,67 @@ class RLTrainerBase(TrainerLoop):
             raise TypeError(f"cannot sync weights into generator {type(gen).__name__}: it has no sync_weights() or .model")
 
 
+MC_ROLLOUT = "mc_rollout"
+"""`Episode.meta` key of branch rollouts kept only for Monte-Carlo values (not trained on)."""
+EXCLUDED = "train_excluded"
+"""`Episode.meta` key: why an episode's group is left out of training ("nonfinite_reward",
+"generation_error"; the Collector sets it, and `mark_excluded_groups` checks rewards itself)."""
+
+
+def nonfinite_reward(ep: Episode) -> bool:
+    """True when a turn reward, a numeric outcome entry or the greedy-baseline return is NaN or inf."""
+    if any(not math.isfinite(float(t.reward)) for t in ep.turns):
+        return True
+    values = [*ep.outcome.values(), ep.meta.get("greedy_return", 0.0)]
+    return any(isinstance(v, (int, float)) and not math.isfinite(float(v)) for v in values)
+
+
+def excluded(ep: Episode) -> bool:
+    return bool(ep.meta.get(EXCLUDED))
+
+
+def mark_excluded_groups(episodes: Sequence[Episode]) -> list[Episode]:
+    """Set `meta["train_excluded"]` on every episode of a group (same `group_id`) that holds an
+    excluded episode or one with a non-finite reward (METHODS.md 1.9): the whole group is dropped,
+    since its baseline is poisoned. The reason is the Collector's, else "nonfinite_reward"."""
+    reason: dict[str, str] = {}
+    for e in episodes:
+        why = e.meta.get(EXCLUDED) or ("nonfinite_reward" if nonfinite_reward(e) else None)
+        if why:
+            reason.setdefault(e.group_id, str(why))
+    if not reason:
+        return list(episodes)
+    return [
+        dataclasses.replace(e, meta={**e.meta, EXCLUDED: e.meta.get(EXCLUDED) or reason[e.group_id]})
+        if e.group_id in reason else e
+        for e in episodes
+    ]  # fmt: skip
+
+
+def zero_advantage_view(ep: Episode) -> Episode:
+    """What a task sampler sees of a dropped group's episode: every reward and outcome 0, so the
+    group counts as a zero-advantage group (all-equal returns)."""
+    turns = tuple(dataclasses.replace(t, reward=0.0) for t in ep.turns)
+    outcome = {k: 0.0 if isinstance(v, (int, float)) else v for k, v in ep.outcome.items()}
+    return dataclasses.replace(ep, turns=turns, outcome=outcome)
+
+
+def split_for_training(episodes: Sequence[Episode]) -> tuple[list[Episode], list[Episode], dict[str, float]]:
+    """(trained episodes, Monte-Carlo-only rollouts, drop metrics): groups marked `train_excluded`
+    leave both lists and are counted per reason as `dropped_groups_<reason>` and `dropped_groups`."""
+    marked = mark_excluded_groups(episodes)
+    reasons: dict[str, str] = {e.group_id: str(e.meta[EXCLUDED]) for e in marked if excluded(e)}
+    metrics = {"dropped_groups": float(len(reasons)), "dropped_groups_nonfinite": 0.0,
+               "dropped_groups_generation_error": 0.0}  # fmt: skip
+    for why in reasons.values():
+        key = "dropped_groups_nonfinite" if why == "nonfinite_reward" else f"dropped_groups_{why}"
+        metrics[key] = metrics.get(key, 0.0) + 1.0
+    kept = [e for e in marked if not excluded(e)]
+    trained = [e for e in kept if not e.meta.get(MC_ROLLOUT)]
+    rollouts = [e for e in kept if e.meta.get(MC_ROLLOUT)]
+    return trained, rollouts, metrics
+
+
 def _frozen_copy(policy: Any) -> Any:
     ref = copy.copy(policy)
     ref.model = copy.deepcopy(policy.model)
@@ -360,5 +461,8 @@ def _episode_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
         "turns": sum(e.num_turns for e in episodes) / n,
         "invalid_frac": sum(t.invalid for e in episodes for t in e.turns) / max(sum(e.num_turns for e in episodes), 1),
         "episodes": float(n),
+        "collector_truncated": sum(bool(e.outcome.get("collector_truncated")) for e in episodes) / n,
+        "backend_errors": float(sum("backend_error" in t.info for e in episodes for t in e.turns)),
+        "internal_errors": float(sum("internal_error" in t.info for e in episodes for t in e.turns)),
         "action_tokens": float(sum(len(t.action_ids) for e in episodes for t in e.turns)),
     }

@@ -6,10 +6,31 @@ Each field's docstring gives what it does and its paper default. `GRPOConfig` an
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RLConfig"]
+__all__ = ["RLConfig", "check_finite_config"]
+
+
+def _nonfinite(value: Any, path: str) -> list[tuple[str, float]]:
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [(path, value)]
+    if isinstance(value, dict):
+        return [bad for k, v in value.items() for bad in _nonfinite(v, f"{path}[{k!r}]")]
+    if isinstance(value, (list, tuple)):
+        return [bad for i, v in enumerate(value) for bad in _nonfinite(v, f"{path}[{i}]")]
+    return []
+
+
+def check_finite_config(cfg: Any) -> None:
+    """Raise ValueError naming every field of the dataclass `cfg` that holds NaN or inf (also inside
+    dicts, lists and tuples, e.g. `estimator_cfg`): a non-finite knob would silently poison training."""
+    bad = [b for f in dataclasses.fields(cfg) for b in _nonfinite(getattr(cfg, f.name), f.name)]
+    if bad:
+        shown = ", ".join(f"{path}={value!r}" for path, value in bad)
+        raise ValueError(f"{type(cfg).__name__}: non-finite value(s) {shown}; give every number a finite value")
 
 
 @dataclass
@@ -37,8 +58,13 @@ class RLConfig:
     top_p: float = 1.0
     max_new_tokens: int = 64
     """Tokens per action (the generation cap L_max of DAPO's overlong shaping)."""
-    max_context_tokens: int = 2048
-    """An episode whose context reaches this ends truncated by the Collector."""
+    max_context_tokens: int | None = None
+    """Token budget of one context (None: the policy's declared context length, else
+    `agents.rollout_history.DEFAULT_MAX_CONTEXT_TOKENS`); a `full`-history episode reaching it ends
+    `collector_truncated`."""
+    history: str | None = None
+    """What the policy sees each turn: "full", "window" (goal, last action, current observation) or
+    "window:K" (last K actions); None = the env's `metadata["history"]` (Device: window, k=1)."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Env constructor kwargs (merged under the trainer's `env_kwargs=` argument)."""
     # --------------------------------------------------------------- optimisation
@@ -124,3 +150,6 @@ class RLConfig:
     tensorboard: bool = True
     wandb_project: str | None = None
     """Also log to Weights & Biases (needs the wandb extra)."""
+
+    def __post_init__(self) -> None:
+        check_finite_config(self)

@@ -9,6 +9,11 @@ batch) contribute exactly zero policy gradient: every clipped-surrogate variant 
 the advantage. Unless a KL or entropy term is in the loss, they are left out of the forward and
 backward passes (`skip_zero_adv_rows`), while the normalisers still count them, so the gradient is
 unchanged and the update costs what the informative rows cost.
+
+The passes run on the batch's row-token layout (`CreditBatch.ids_RT`: one row per episode for the
+`full` history, identical to `ids_BT`; one row per turn for a per-turn history); every `[B, T]` input
+(mask, token advantages, reference logprobs, clip scales) is mapped onto rows by index, so a
+"sequence" of the seq-mean aggregations is a row.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ __all__ = ["UpdateInputs", "policy_update"]
 @dataclass(frozen=True)
 class UpdateInputs:
     """What one role's update reads: the packed batch, its advantages, the trainable-token mask and
-    (when KL is on) reference logprobs on the same layout."""
+    (when KL is on) reference logprobs, all on the episode layout `[B, T]`."""
 
     batch: CreditBatch
     adv: Any
@@ -56,46 +61,49 @@ def policy_update(trainer: Any, learner: Any, inp: UpdateInputs) -> dict[str, fl
     cfg = trainer.config
     policy = learner.policy
     batch = inp.batch
-    assert batch.ids_BT is not None and batch.attention_mask_BT is not None
-    ids_BT, attn_BT = batch.ids_BT, batch.attention_mask_BT
-    mask_BT = inp.mask_BT.bool()
-    adv_BT = inp.adv.token_BT.to(torch.float32)
+    # R rows (the sequences the policy saw), T row tokens
+    ids_RT, attn_RT = batch.row_inputs()
+    mask_RT = batch.to_rows(inp.mask_BT.bool(), False)
+    adv_RT = batch.to_rows(inp.adv.token_BT.to(torch.float32))
+    ref_RT = batch.to_rows(inp.ref_BT) if inp.ref_BT is not None else None
+    R = int(ids_RT.shape[0])
     learner.model.eval()  # dropout off: recomputed and training logprobs must agree (ratio 1 at start)
     on_policy = cfg.ppo_epochs == 1 and cfg.mini_batches == 1 and cfg.tis_cap is None
-    old_BT = None if on_policy else masked_logprobs_no_grad(policy, ids_BT, attn_BT, cfg.temperature, mask_BT).cpu()
+    old_RT = None if on_policy else masked_logprobs_no_grad(policy, ids_RT, attn_RT, cfg.temperature, mask_RT).cpu()
     metrics: dict[str, float] = {}
-    tis_BT = None
+    tis_RT = None
     if cfg.tis_cap is not None:
         if batch.logprobs_BT is None:
             raise ValueError("tis_cap is set but the batch has no sampling logprobs (Turn.action_logprobs)")
-        assert old_BT is not None
-        tis_BT, tis_m = losses.tis_weights(old_BT, batch.logprobs_BT, mask_BT, cfg.tis_cap, cfg.tis_level)
+        assert old_RT is not None
+        gen_RT = batch.to_rows(batch.logprobs_BT)
+        tis_RT, tis_m = losses.tis_weights(old_RT, gen_RT, mask_RT, cfg.tis_cap, cfg.tis_level)
         metrics.update(tis_m)
-    eps_scale_BT = None
+    eps_scale_RT = None
     if cfg.per_turn_clip:
-        eps_scale_BT = losses.per_turn_eps_scale(inp.adv.clip_scale_BK, batch.token_turn_BT)
+        eps_scale_RT = batch.to_rows(losses.per_turn_eps_scale(inp.adv.clip_scale_BK, batch.token_turn_BT), 1.0)
     eps_low = cfg.clip_eps_low if cfg.clip_eps_low is not None else cfg.clip_eps
     eps_high = cfg.clip_eps_high if cfg.clip_eps_high is not None else cfg.clip_eps
     norm_const = _norm_const(trainer)
-    lengths = row_lengths(attn_BT)
-    kl_in_loss = inp.ref_BT is not None and not cfg.kl_in_reward
-    informative_B = ((adv_BT != 0) & mask_BT).any(dim=1).tolist()
+    lengths = row_lengths(attn_RT)
+    kl_in_loss = ref_RT is not None and not cfg.kl_in_reward
+    informative_R = ((adv_RT != 0) & mask_RT).any(dim=1).tolist()
     skip_zero = cfg.skip_zero_adv_rows and not kl_in_loss and cfg.entropy_coef == 0
     if skip_zero:
-        metrics["update/zero_adv_rows_frac"] = 1.0 - sum(informative_B) / max(batch.B, 1)
+        metrics["update/zero_adv_rows_frac"] = 1.0 - sum(informative_R) / max(R, 1)
     rng = np.random.default_rng([cfg.seed, trainer.step_idx, 17])
     sums: dict[str, float] = {}
     n_tok = 0.0
     n_steps = 0
     for _epoch in range(cfg.ppo_epochs):
-        order = rng.permutation(batch.B) if cfg.mini_batches > 1 else np.arange(batch.B)
+        order = rng.permutation(R) if cfg.mini_batches > 1 else np.arange(R)
         for chunk in np.array_split(order, cfg.mini_batches):
             rows_mb = sorted(int(i) for i in chunk)
-            denom = losses.aggregation_denom(mask_BT[rows_mb], cfg.loss_agg)
+            denom = losses.aggregation_denom(mask_RT[rows_mb], cfg.loss_agg)
             if denom <= 0:
                 trainer._skip("mini-batch has no trainable token")
                 continue
-            rows_fw = [i for i in rows_mb if informative_B[i]] if skip_zero else rows_mb
+            rows_fw = [i for i in rows_mb if informative_R[i]] if skip_zero else rows_mb
             if not rows_fw:
                 # nothing informative: the full pass's gradient is exactly zero, so step the optimizer on
                 # zero gradients (Adam's moments still move the weights, as they would after that pass)
@@ -105,27 +113,27 @@ def policy_update(trainer: Any, learner: Any, inp: UpdateInputs) -> dict[str, fl
             for micro in micro_batches([lengths[i] for i in rows_fw], cfg.token_budget):
                 rows = [rows_fw[j] for j in micro]
                 T = max(lengths[i] for i in rows)
-                m = mask_BT[rows, :T]
-                logp, H = forward_logprobs(policy, ids_BT[rows, :T], attn_BT[rows, :T], cfg.temperature,
+                m = mask_RT[rows, :T]
+                logp, H = forward_logprobs(policy, ids_RT[rows, :T], attn_RT[rows, :T], cfg.temperature,
                                            cfg.entropy_coef > 0, start=first_loss_position(m), mask_BT=m)  # fmt: skip
                 dev = logp.device
                 m = m.to(dev)
-                old = old_BT[rows, :T].to(dev) if old_BT is not None else logp.detach()
+                old = old_RT[rows, :T].to(dev) if old_RT is not None else logp.detach()
                 pg, pm = losses.policy_loss(
-                    logp, old, adv_BT[rows, :T].to(dev), m,
+                    logp, old, adv_RT[rows, :T].to(dev), m,
                     eps_low=eps_low, eps_high=eps_high, dual_clip_c=cfg.dual_clip_c,
-                    eps_scale_BT=eps_scale_BT[rows, :T].to(dev) if eps_scale_BT is not None else None,
-                    is_weight_BT=tis_BT[rows, :T].to(dev) if tis_BT is not None else None,
+                    eps_scale_BT=eps_scale_RT[rows, :T].to(dev) if eps_scale_RT is not None else None,
+                    is_weight_BT=tis_RT[rows, :T].to(dev) if tis_RT is not None else None,
                     agg=cfg.loss_agg, norm_const=norm_const, denom=denom,
                 )  # fmt: skip
                 loss = pg
                 part = {"pg_loss": float(pg.detach()), **pm}
-                if inp.ref_BT is not None:
-                    k_BT = losses.kl_terms(logp, inp.ref_BT[rows, :T].to(dev), cfg.kl_estimator)
-                    kl = losses.aggregate(k_BT, m, cfg.loss_agg, norm_const, denom)
+                if ref_RT is not None:
+                    k_RT = losses.kl_terms(logp, ref_RT[rows, :T].to(dev), cfg.kl_estimator)
+                    kl = losses.aggregate(k_RT, m, cfg.loss_agg, norm_const, denom)
                     if not cfg.kl_in_reward:
                         loss = loss + cfg.kl_coef * kl
-                    part["kl_ref"] = float((k_BT.detach() * m).sum()) / max(float(m.sum()), 1.0)
+                    part["kl_ref"] = float((k_RT.detach() * m).sum()) / max(float(m.sum()), 1.0)
                 if H is not None:
                     ent = losses.aggregate(H, m, cfg.loss_agg, norm_const, denom)
                     loss = loss - cfg.entropy_coef * ent
@@ -146,6 +154,6 @@ def policy_update(trainer: Any, learner: Any, inp: UpdateInputs) -> dict[str, fl
             metrics[k] = v / max(n_steps, 1)
         else:
             metrics[k] = v / max(n_tok, 1.0)
-    metrics["tokens"] = float(mask_BT.sum())
+    metrics["tokens"] = float(mask_RT.sum())
     metrics["lr"] = float(learner.scheduler.get_last_lr()[0]) if learner.scheduler is not None else cfg.lr
     return metrics

@@ -32,6 +32,7 @@ from creditgym.trainers.common import (
     row_lengths,
 )
 from creditgym.trainers.loop import Learner, TrainerLoop
+from creditgym.trainers.rl_config import check_finite_config
 from creditgym.trajectory import Episode
 
 __all__ = ["SFTConfig", "SFTTrainer", "episode_success", "rft_select"]
@@ -92,6 +93,9 @@ class SFTConfig:
     progress: bool = False
     """Show a rich progress bar."""
     tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        check_finite_config(self)
 
 
 def episode_success(ep: Episode) -> float:
@@ -221,15 +225,15 @@ class SFTTrainer(TrainerLoop):
         """Backpropagate the batch's loss micro-batch by micro-batch (their losses sum to the full
         batch's); returns the loss, or None (gradients cleared) on a NaN/inf."""
         cfg = self.config
-        assert batch.ids_BT is not None and batch.attention_mask_BT is not None
-        mask_BT = batch.loss_mask_BT
-        denom = losses.aggregation_denom(mask_BT, cfg.loss_agg)
+        ids_RT, attn_RT = batch.row_inputs()  # one row per episode, or per turn for a per-turn history
+        mask_RT = batch.to_rows(batch.loss_mask_BT, False)
+        denom = losses.aggregation_denom(mask_RT, cfg.loss_agg)
         self.model.train()
-        lengths = row_lengths(batch.attention_mask_BT)
+        lengths = row_lengths(attn_RT)
         total = 0.0
         for rows in micro_batches(lengths, cfg.token_budget):
             T = max(lengths[i] for i in rows)
-            ids, attn, m = batch.ids_BT[rows, :T], batch.attention_mask_BT[rows, :T], mask_BT[rows, :T]
+            ids, attn, m = ids_RT[rows, :T], attn_RT[rows, :T], mask_RT[rows, :T]
             logp_BT, _ = forward_logprobs(self.policy, ids, attn, start=first_loss_position(m), mask_BT=m)
             loss = losses.sft_loss(logp_BT, m.to(logp_BT.device), cfg.loss_agg, cfg.loss_norm_const, denom)
             if has_nonfinite(loss):

@@ -45,7 +45,9 @@ _EXAMPLE = 'Example: Action: {"action_type": "click", "index": 3}'
 class DeviceEnv(TextEnv):
     """Simulated (or adb-driven) phone; see ENVS.md section 4 for every knob."""
 
-    metadata = {**TextEnv.metadata, "obs_role": "user", "stop": (), "deterministic": True}
+    # history: each turn sees the goal, the last action and the current screen (DigiRL, arXiv 2406.11896)
+    metadata = {**TextEnv.metadata, "obs_role": "user", "stop": (), "deterministic": True,
+                "history": {"mode": "window", "k": 1}}  # fmt: skip
 
     def __init__(
         self,

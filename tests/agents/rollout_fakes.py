@@ -3,7 +3,9 @@
 * `TorchBytePolicy`: a tiny trainable bigram language model over the ByteTokenizer vocabulary with
   `generate` (seeded sampling, stop strings, max_new_tokens) and `logprobs(ids_BT, attention_mask_BT)`.
 * `Recording`: wraps a policy and records every context and generation it saw.
-* small envs: GuessNumber variants with continuation / tool roles, mask spans, a responder, two players.
+* `FailingPolicy`: 0-token generations from some turn on (`finish_reason="error"` by default).
+* small envs: GuessNumber variants with continuation / tool roles, mask spans, a responder, two players,
+  a non-finite reward, long observations with a window history.
 """
 
 from __future__ import annotations
@@ -202,7 +204,58 @@ class DuelEnv(TextEnv):
         return obs, r, term, trunc, info
 
 
+class FailingPolicy:
+    """Wraps a policy; from turn `fail_at` on, returns 0-token generations with `finish_reason`
+    (`"error"` is what `OpenAIPolicy(on_error="empty")` returns after a failed request)."""
+
+    def __init__(self, inner: Any, fail_at: int = 1, finish_reason: str = "error"):
+        self.inner = inner
+        self.tokenizer = inner.tokenizer
+        self.fail_at = fail_at
+        self.finish_reason = finish_reason
+
+    def generate(self, contexts: list[Context], sampling: Sampling) -> list[Generation]:
+        gens = self.inner.generate(contexts, sampling)
+        return [
+            Generation((), (), "", self.finish_reason) if len(c.action_texts) >= self.fail_at else g
+            for c, g in zip(contexts, gens)
+        ]
+
+
+class NanRewardGuessEnv(GuessNumberEnv):
+    """Returns `bad_reward` (NaN by default) as the step reward of the second guess."""
+
+    def __init__(self, bad_reward: float = float("nan"), **kw: Any):
+        super().__init__(**kw)
+        self.bad_reward = bad_reward
+
+    def _apply(self, parsed: Parsed) -> Outcome:
+        out = super()._apply(parsed)
+        reward = self.bad_reward if self.turn == 1 else out.reward
+        return Outcome(out.obs, reward, out.terminated, out.info)
+
+
+class WindowGuessEnv(GuessNumberEnv):
+    """GuessNumber whose observations carry `pad` filler characters and whose default history is a
+    window of the last action (like Device)."""
+
+    metadata = {**GuessNumberEnv.metadata, "history": {"mode": "window", "k": 1}}
+
+    def __init__(self, pad: int = 0, **kw: Any):
+        super().__init__(**kw)
+        self.pad = pad
+
+    def _first_obs(self) -> str:
+        return super()._first_obs() + "." * self.pad
+
+    def _apply(self, parsed: Parsed) -> Outcome:
+        out = super()._apply(parsed)
+        return Outcome(out.obs + "~" * self.pad, out.reward, out.terminated, out.info)
+
+
 for _id, _cls in [
+    ("test/NanGuess-v0", NanRewardGuessEnv),
+    ("test/WindowGuess-v0", WindowGuessEnv),
     ("test/ContinuationGuess-v0", ContinuationGuessEnv),
     ("test/ToolGuess-v0", ToolGuessEnv),
     ("test/MaskGuess-v0", MaskGuessEnv),

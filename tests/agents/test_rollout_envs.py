@@ -105,13 +105,19 @@ def test_exact_token_accounting(env_id, tok_name):
     for ep in episodes:
         ctx: list[int] = []
         for t in ep.turns:
-            ctx += t.obs_ids
+            ctx = list(t.obs_ids) if ep.per_turn_rows else ctx + list(t.obs_ids)  # a per-turn history: a fresh prompt
             assert t.action_ids in contexts.get(tuple(ctx), []), f"{env_id}: turn context/action not what the policy saw"
             ctx += t.action_ids
     batch = CreditBatch.from_episodes(episodes)
+    assert batch.row_episode_R is not None and batch.ids_RT is not None and batch.attention_mask_RT is not None
     for b, ep in enumerate(episodes):
         row = [i for t in ep.turns for i in (*t.obs_ids, *t.action_ids)] + list(ep.final_obs_ids)
         n = int(batch.attention_mask_BT[b].sum())
         assert batch.ids_BT[b, :n].tolist() == row
         assert not batch.loss_mask_BT[b, :n][batch.token_turn_BT[b, :n] < 0].any()
         assert ep.terminated != ep.truncated
+        # the trainer's rows: exactly the sequences the policy saw and sampled
+        rows = [r for r in range(batch.R) if int(batch.row_episode_R[r]) == b]
+        want = [[*t.obs_ids, *t.action_ids] for t in ep.turns] if ep.per_turn_rows else [row]
+        got = [batch.ids_RT[r, : int(batch.attention_mask_RT[r].sum())].tolist() for r in rows]
+        assert got == want

@@ -1,8 +1,9 @@
+import dataclasses
 import math
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from creditgym import CreditBatch, Episode, Turn
@@ -138,3 +139,88 @@ def test_packing_properties(eps):
             assert (b.state_BK[i, k] == b.state_BK[j, m]) == (key == key2)
     groups = {(ep.group_id, ep.role) for ep in eps}
     assert len(set(b.group_B.tolist())) == len(groups)
+
+
+# ---------------------------------------------------------------------- row-token layout
+
+
+def _rows_example():
+    e0 = Episode(
+        turns=(Turn(obs_ids=(10, 11), action_ids=(1, 2)), Turn(obs_ids=(12,), action_ids=(3,))),
+        final_obs_ids=(13,), history="window:1",
+    )
+    e1 = Episode(turns=(Turn(obs_ids=(100,), action_ids=(5,)), Turn(obs_ids=(101,), action_ids=(6, 7))))
+    return CreditBatch.from_episodes([e0, e1])
+
+
+def test_full_history_rows_are_the_episode_rows():
+    b = CreditBatch.from_episodes([_ep([[1, 2], [3]], [0.0, 1.0]), _ep([[4]], [1.0], truncated=True, final_obs_ids=(9,))])
+    assert b.R == b.B == 2
+    assert b.ids_RT is b.ids_BT and b.attention_mask_RT is b.attention_mask_BT and b.loss_mask_RT is b.loss_mask_BT
+    assert b.row_episode_R.tolist() == [0, 1] and b.row_turn_R.tolist() == [-1, -1] and b.row_start_R.tolist() == [0, 0]
+    x_BT = torch.arange(b.B * b.T, dtype=torch.float32).reshape(b.B, b.T)
+    on_BT = x_BT * b.attention_mask_BT  # padding takes the fill value (0)
+    assert torch.equal(b.to_rows(x_BT), on_BT) and torch.equal(b.from_rows(x_BT), on_BT)
+
+
+def test_row_layout_hand_example():
+    b = _rows_example()
+    assert b.ids_BT.tolist() == [[10, 11, 1, 2, 12, 3, 13], [100, 5, 101, 6, 7, 0, 0]]
+    assert b.R == 3
+    assert b.row_episode_R.tolist() == [0, 0, 1] and b.row_turn_R.tolist() == [0, 1, -1]
+    assert b.row_start_R.tolist() == [0, 4, 0]
+    assert b.ids_RT.tolist() == [[10, 11, 1, 2, 0], [12, 3, 0, 0, 0], [100, 5, 101, 6, 7]]
+    assert b.attention_mask_RT.tolist() == [[1, 1, 1, 1, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
+    assert b.loss_mask_RT.tolist() == [[False, False, True, True, False], [False, True, False, False, False],
+                                       [False, True, False, True, True]]  # fmt: skip
+    assert b.token_turn_RT.tolist() == [[-1, -1, 0, 0, -1], [-1, 1, -1, -1, -1], [-1, 0, -1, 1, 1]]
+    # token advantages map by index, episode layout -> rows
+    adv_BT = torch.tensor([[0.0, 0.0, 0.5, 0.5, 0.0, -1.0, 0.0], [0.0, 2.0, 0.0, 3.0, 3.0, 0.0, 0.0]])
+    assert b.to_rows(adv_BT).tolist() == [[0.0, 0.0, 0.5, 0.5, 0.0], [0.0, -1.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 3.0, 3.0]]
+    back = b.from_rows(b.to_rows(adv_BT), fill=9.0)
+    assert back.tolist() == [[0.0, 0.0, 0.5, 0.5, 0.0, -1.0, 9.0], [0.0, 2.0, 0.0, 3.0, 3.0, 9.0, 9.0]]
+    # [B, K] fields are exactly what the episode layout gives
+    assert b.rewards_BK.shape == (2, 2) and b.turn_mask_BK.tolist() == [[True, True], [True, True]]
+    b.to("cpu").validate()
+
+
+def test_row_layout_validation_names_the_problem():
+    b = _rows_example()
+    with pytest.raises(ValueError, match="row_start_R"):
+        dataclasses.replace(b, row_start_R=torch.tensor([0, 6, 0])).validate()
+    with pytest.raises(ValueError, match="one entry per row"):
+        dataclasses.replace(b, row_episode_R=torch.tensor([0, 0])).validate()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(episodes(), st.booleans()), min_size=1, max_size=5), st.integers(0, 2**31 - 1))
+def test_every_action_token_is_in_exactly_one_row_with_its_advantage(eps_and_mode, seed):
+    eps = [dataclasses.replace(e, history="window:1" if per_turn else "full") for e, per_turn in eps_and_mode]
+    b = CreditBatch.from_episodes(eps)
+    adv_BT = torch.randn(b.B, b.T, generator=torch.Generator().manual_seed(seed))
+    adv_RT = b.to_rows(adv_BT)
+    hits = torch.zeros(b.B, b.T, dtype=torch.long)
+    for r in range(b.R):
+        e, start, n = int(b.row_episode_R[r]), int(b.row_start_R[r]), int(b.attention_mask_RT[r].sum())
+        assert b.ids_RT[r, :n].tolist() == b.ids_BT[e, start : start + n].tolist()
+        assert torch.equal(adv_RT[r, :n], adv_BT[e, start : start + n])
+        hits[e, start : start + n] += 1
+        if eps[e].per_turn_rows:  # a row is one turn: its prompt, then its action
+            k = int(b.row_turn_R[r])
+            assert b.ids_RT[r, :n].tolist() == [*eps[e].turns[k].obs_ids, *eps[e].turns[k].action_ids]
+    action = b.token_turn_BT >= 0
+    assert bool((hits[action] == 1).all())  # every action token exactly once
+    assert int(b.loss_mask_RT.sum()) == int(b.loss_mask_BT.sum())
+    assert torch.equal(b.to_rows(b.loss_mask_BT, False), b.loss_mask_RT)
+    assert torch.equal(b.from_rows(adv_RT)[action], adv_BT[action])
+
+
+def test_to_keeps_shared_row_tensors_shared():
+    b = CreditBatch.from_episodes([_ep([[1, 2]], [1.0])]).to("meta")  # a real move, no memory
+    assert b.ids_RT is b.ids_BT and b.loss_mask_RT is b.loss_mask_BT
+
+
+def test_row_mapping_runs_on_the_batch_device():
+    b = _rows_example().to("meta")  # every index tensor must follow the batch (GPU in training)
+    x_RT = b.to_rows(torch.zeros(b.B, b.T, device="meta"))
+    assert x_RT.device.type == "meta" and tuple(x_RT.shape) == (3, 5)

@@ -58,3 +58,10 @@ def test_package_init_does_not_import_cli():
     code = "import sys, creditgym; print('creditgym.cli' in sys.modules, 'creditgym.trainers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_readme_diagram_marks_the_viewer_planned_until_view_exists():
+    diagram = (ROOT / "README.md").read_text().split("```")[1]
+    lines = [line for line in diagram.splitlines() if "viewer" in line]
+    if "view" not in {c.name for c in app.registered_commands}:
+        assert lines and all("planned" in line for line in lines), lines

@@ -52,3 +52,9 @@ def test_json_round_trip_is_exact(ep):
 def test_taskspec():
     spec = TaskSpec("easy", {"hops": (1, 1)})
     assert spec.task_id is None and spec.category == "easy"
+
+
+def test_history_round_trips_and_defaults_to_full():
+    ep = Episode(turns=(Turn(obs_ids=(1,), action_ids=(2,)),), history="window:1")
+    assert ep.per_turn_rows and Episode.from_json(ep.to_json()) == ep
+    assert not Episode().per_turn_rows and Episode.from_dict({"turns": []}).history == "full"

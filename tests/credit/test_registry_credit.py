@@ -27,12 +27,39 @@ def test_every_builtin_is_registered_with_its_needs() -> None:
     assert needs["remax"] == {"greedy": True}
     assert needs["igpo"] == needs["a2tgpo"] == {"probe": "gold"}
     assert needs["siop"] == {"probe": "siop", "outcome_key": "siop_q"}
-    assert needs["vineppo"] == {"branches": {"at": "every_turn", "n": 9}, "values": "mc"}
-    assert needs["spo"] == {"branches": {"at": "every_turn", "n": 4}, "values": "mc"}
-    tree_needs = {"branches": {"at": "tree", "n": 2, "depth": 2}, "optional": True}
+    assert needs["vineppo"] == {"branches": {"at": "every_turn", "n": 9, "train": False}, "values": "mc"}
+    assert needs["spo"] == {"branches": {"at": "every_turn", "n": 4, "train": {"variant": "tree"}}, "values": "mc"}
+    tree_needs = {"branches": {"at": "tree", "n": 2, "depth": 2, "train": True}, "optional": True}
     assert needs["tree"] == needs["tree_grpo"] == tree_needs
     plain = ALL - {"gae", "remax", "igpo", "a2tgpo", "siop", "vineppo", "spo", "tree", "tree_grpo"}
     assert all(needs[n] == {} for n in plain)
+
+
+def test_branches_train_flag_resolves_against_the_estimator_knobs() -> None:
+    from creditgym.credit.registry import trains_on_branches
+
+    spo, vine, tree = ESTIMATORS["spo"], ESTIMATORS["vineppo"], ESTIMATORS["tree"]
+    assert not trains_on_branches(spo, spo.needs["branches"], {})  # chain by default: values only
+    assert trains_on_branches(spo, spo.needs["branches"], {"variant": "tree"})
+    assert not trains_on_branches(vine, vine.needs["branches"], {})
+    assert trains_on_branches(tree, tree.needs["branches"], {})
+    assert trains_on_branches(tree, {"at": "tree", "n": 2, "depth": 1}, {})  # no flag: train on them
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ({"at": "sometimes", "n": 2}, "'at'"),
+        ({"at": "every_turn", "n": 0}, "'n'"),
+        ({"at": "tree", "n": 2}, "'depth'"),
+        ({"at": "every_turn", "n": 2, "train": "yes"}, "'train'"),
+        ({"at": "every_turn", "n": 2, "width": 3}, "unknown keys"),
+        ([("at", "tree")], "must be a dict"),
+    ],
+)
+def test_bad_branches_spec_is_refused_at_registration(spec: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        register_estimator("test_bad_branches", needs={"branches": spec})
 
 
 def test_unknown_knob_and_collection_knobs_raise_type_error() -> None:

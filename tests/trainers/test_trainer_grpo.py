@@ -12,41 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from _trainer_helpers import params_vector
+from _trainer_helpers import LETTER_ENV_ID, LetterEnv, params_vector
 
-from creditgym.envs import Invalid, Outcome, Parsed, Task, TextEnv
-
-ENV_ID = "TrainerTestLetter-v0"
-
-
-class LetterEnv(TextEnv):
-    """Two turns; each reply scores the fraction of its characters that are the letter 'a'."""
-
-    metadata = {**TextEnv.metadata, "obs_role": "user", "stop": ()}
-
-    def __init__(self, max_turns: int = 2, split: str = "train", **kw: Any):
-        super().__init__(max_turns=max_turns, split=split, **kw)
-
-    def _new_task(self, rng: np.random.Generator, options: dict) -> Task:
-        n = int(rng.integers(0, 1000))
-        return Task(f"letter/{self.split}/{n}", self.split, gold=("a",), private={})
-
-    def _first_obs(self) -> str:
-        return "Write the letter a."
-
-    def _parse(self, action: str) -> Parsed | Invalid:
-        return Parsed("say", {"text": action}, action)
-
-    def _apply(self, parsed: Parsed) -> Outcome:
-        text = parsed.args["text"]
-        score = text.count("a") / max(len(text), 1)
-        return Outcome("again", reward=score)
-
-    def _state_key(self) -> str:
-        return f"turn{self.turn}"
-
-    def _final_components(self) -> dict[str, float]:
-        return {"success": float(self.episode_return > 1.0)}
+ENV_ID = LETTER_ENV_ID
+__all__ = ["ENV_ID", "LetterEnv"]  # the resume script below loads both from this module
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -33,6 +33,49 @@ def test_quickstart_tiny_budget_writes_summary_and_files(tmp_path: Path) -> None
     assert len(RolloutStore(tmp_path / "episodes.jsonl").read()) == 2
     assert (tmp_path / "reward_curve.png").stat().st_size > 1000
     assert (tmp_path / "metrics.jsonl").is_file() and (tmp_path / "sft" / "metrics.jsonl").is_file()
+    _eval_from_saved_folders_reproduces_the_summary(tmp_path, on_disk)
+
+
+def _eval_from_saved_folders_reproduces_the_summary(out: Path, summary: dict) -> None:
+    """`creditgym eval ENV --model OUT/final_model` (no other flag) gives the summary's after number
+    exactly, sft_model/ its before number; `--split heldout` evaluates that split the same way."""
+    from typer.testing import CliRunner
+
+    from creditgym.agents.hf import HFPolicy
+    from creditgym.cli import app
+
+    assert summary["sft_model"] == str(out / "sft_model") and summary["final_model"] == str(out / "final_model")
+    for stage, folder in (("after", "final_model"), ("before", "sft_model")):
+        HFPolicy.from_pretrained(out / folder)
+        saved = json.loads((out / folder / "eval_config.json").read_text())
+        assert saved["split"] == "test" and saved["n_eval"] == 4 and "corpus" not in saved["env_kwargs"]
+        res = CliRunner().invoke(app, ["eval", "creditgym/SearchEasy-v0", "--model", str(out / folder),
+                                       "--json-out", str(out / f"{stage}.json")])  # fmt: skip
+        assert res.exit_code == 0, res.output
+        got = json.loads((out / f"{stage}.json").read_text())
+        assert (got["success"], got["reward"], got["n"]) == (summary[stage]["success"], summary[stage]["reward"], 4)
+    res = CliRunner().invoke(app, ["eval", "creditgym/SearchEasy-v0", "--model", str(out / "final_model"),
+                                   "--split", "heldout", "--json-out", str(out / "heldout.json")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "heldout.json").read_text())["split"] == "heldout"
+
+
+def test_eval_of_a_model_folder_without_eval_config_asks_for_env_kwargs(tmp_path: Path) -> None:
+    import typer
+
+    from creditgym.trainers.cli import eval_settings
+    from creditgym.trainers.evaluate import save_eval_config
+
+    with pytest.raises(typer.BadParameter, match=r"no eval_config.json.*--env-kwargs"):
+        eval_settings(str(tmp_path), "creditgym/SearchEasy-v0", {"n_eval": None}, None)
+    got = eval_settings(str(tmp_path), "creditgym/SearchEasy-v0", {"n_eval": 3, "seed": None}, '{"topk": 1}')
+    assert got == {"n_eval": 3, "seed": 12_345, "env_kwargs": {"topk": 1}}
+    save_eval_config(tmp_path, "creditgym/Search-v0", env_kwargs={"topk": 2, "split": "train"}, n_eval=5, seed=9)
+    with pytest.raises(typer.BadParameter, match="written for creditgym/Search-v0"):
+        eval_settings(str(tmp_path), "creditgym/SearchEasy-v0", {}, None)
+    got = eval_settings(str(tmp_path), "creditgym/Search-v0", {"n_eval": None, "split": "heldout"}, None)
+    assert got == {"n_eval": 5, "split": "heldout", "env_kwargs": {"topk": 2}}
+    assert eval_settings("tiny", "creditgym/Search-v0", {"seed": None}, None) == {"seed": 12_345, "env_kwargs": {}}
 
 
 def test_invalid_penalty_shapes_training_episodes_only() -> None:
