@@ -11,7 +11,7 @@ OUT    ?= runs/quickstart
 
 # The strict editable install is a link tree of the package files: refresh it (seconds) whenever
 # the set of files changes, e.g. after a pull that adds a module.
-_ := $(shell mkdir -p $(VENV) && find core envs agents credit trainers -type f ! -path '*/__pycache__/*' | sort > $(FILES).new \
+_ := $(shell mkdir -p $(VENV) && find core envs agents credit trainers benchmarks -type f ! -path '*/__pycache__/*' | sort > $(FILES).new \
 	&& (cmp -s $(FILES).new $(FILES) || mv $(FILES).new $(FILES)); rm -f $(FILES).new)
 
 .PHONY: quickstart test lint typecheck system-packages clean
@@ -40,7 +40,7 @@ quickstart: $(LINKS)
 	$(VENV)/bin/creditgym quickstart --out $(OUT)
 
 lint: $(LINKS)
-	$(VENV)/bin/ruff check core envs agents credit trainers examples tests
+	$(VENV)/bin/ruff check core envs agents credit trainers benchmarks examples tests
 
 typecheck: $(LINKS)
 	$(VENV)/bin/mypy -p creditgym

@@ -30,6 +30,7 @@ _IMPORTED_FILES: dict[Path, Any] = {}
 BENCH_MODULES: dict[str, str] = {
     "credit": "creditgym.credit.bench:main",
     "head": "creditgym.trainers.bench_head:main",
+    "reliability": "creditgym.benchmarks.reliability:main",
     "rollout": "creditgym.agents.bench:main",
     "train": "creditgym.trainers.bench:main",
 }

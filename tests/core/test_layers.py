@@ -11,7 +11,11 @@ FORBIDDEN = {
     "envs": {"creditgym.agents", "creditgym.credit", "creditgym.trainers"},
     "credit": {"creditgym.envs", "creditgym.agents", "creditgym.trainers"},
     "agents": {"creditgym.credit", "creditgym.trainers"},
+    "trainers": set(),
 }
+# benchmarks/ (creditgym.benchmarks) is a top layer: no library layer imports it
+for _forbidden in FORBIDDEN.values():
+    _forbidden.add("creditgym.benchmarks")
 
 
 def _imports(path: Path):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 ROOTS = {"core": "creditgym", "envs": "creditgym.envs", "agents": "creditgym.agents",
-         "credit": "creditgym.credit", "trainers": "creditgym.trainers"}
+         "credit": "creditgym.credit", "trainers": "creditgym.trainers", "benchmarks": "creditgym.benchmarks"}
 
 
 def test_every_package_folder_is_listed():
