@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +31,8 @@ from .scoring import SCHEMES, Verdict, attack_reward, judge_reply, proxy_ida
 from .victim import benign_questions
 
 __all__ = ["ROLES", "RedTeamSelfPlayEnv"]
+
+log = logging.getLogger(__name__)
 
 ROLES = ("attacker", "defender")
 
@@ -135,6 +138,13 @@ class RedTeamSelfPlayEnv(TextEnv):
                 if self.on_backend_error == "raise":
                     raise
                 obs, info["backend_error"] = f"(The judge backend failed: {err.kind}.) {self._defender_view()}", err.kind
+            except Exception as err:  # a bug in judging: observed like a backend failure (TextEnv.step's rule)
+                if self.on_internal_error == "raise":
+                    raise
+                log.error("%s (task %r, turn %d): internal error in step, returned as an error observation",
+                          type(self).__name__, self.task.task_id, self._turn, exc_info=err)
+                obs = f"(Internal error while judging: {type(err).__name__}.) {self._defender_view()}"
+                info.update(backend_error="internal", internal_error=type(err).__name__)
         last_message = actor == "attacker" and not isinstance(parsed, Invalid)
         if not ended and self.turns[actor] >= self.max_turns and not last_message:
             ended = True  # this role's budget is spent (the defender still answers the attacker's last message)

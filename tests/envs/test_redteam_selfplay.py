@@ -90,3 +90,24 @@ def test_benign_matches_reward_helpfulness():
         assert info["final_rewards"] == {"attacker": 0.0, "defender": 1.0}
         totals, info = play_match(env, refuse, seed)
         assert info["final_rewards"]["defender"] == -1.0
+
+
+def test_internal_error_while_judging_is_observed_not_raised(monkeypatch):
+    env = RedTeamSelfPlayEnv()
+    env.reset(seed=0)
+    env.step("Hello, what can you tell me?")  # the attacker speaks; the defender is next
+
+    def broken(reply):
+        raise KeyError("judge bug")
+
+    monkeypatch.setattr(env, "_judge", broken)
+    obs, _, _, _, info = env.step("I can help with that.")
+    assert info["backend_error"] == "internal" and info["internal_error"] == "KeyError"
+    assert info["role"] == "defender" and "Internal error" in obs  # the defender replies again
+
+    strict = RedTeamSelfPlayEnv(on_internal_error="raise")
+    strict.reset(seed=0)
+    strict.step("Hello, what can you tell me?")
+    monkeypatch.setattr(strict, "_judge", broken)
+    with pytest.raises(KeyError):
+        strict.step("I can help with that.")
