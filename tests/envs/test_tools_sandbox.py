@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from creditgym.envs.tools import SandboxLimits, ToolsEnv, bwrap_available, make_sandbox
+from creditgym.envs.tools.escape import _live
 
 BWRAP_OK, BWRAP_WHY = bwrap_available()
 LEVELS = [
@@ -58,20 +59,8 @@ NAME_LINE = f"import ctypes as _c; _c.CDLL(None).prctl(15, b{TOKEN!r}, 0, 0, 0)\
 
 
 def _leftovers() -> list[int]:
-    """Live processes started by this test module's sandbox runs."""
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                status = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
-        except OSError:
-            continue
-        # A zombie is dead (killed, waiting for PID 1 to reap it): only live processes count.
-        if status.get("Name", "").strip() == TOKEN and not status.get("State", "").startswith("Z"):
-            out.append(int(pid))
-    return out
+    """Live (not zombie) processes started by this test module's sandbox runs."""
+    return _live(TOKEN)
 
 
 def _python(code: str) -> str:
