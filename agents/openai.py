@@ -11,14 +11,15 @@ the text is tokenized with the local tokenizer (the ByteTokenizer by default) an
 from __future__ import annotations
 
 import logging
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from creditgym.agents.base import Context, Generation, Sampling
 from creditgym.agents.scripted.tokenizer import ByteTokenizer
-from creditgym.envs._http import JsonClient
+from creditgym.envs._http import DEFAULT_MAX_BODY_BYTES, JsonClient, preview
 from creditgym.envs.base import BackendError
 
 __all__ = ["OpenAIError", "OpenAIPolicy"]
@@ -29,13 +30,59 @@ _TOKEN_ID = re.compile(r"^token_id:(\d+)$")
 
 class OpenAIError(BackendError, RuntimeError):
     """A request failed after its retries (or at once, for a 4xx). `kind`: timeout, connection,
-    http_<status>, bad_response."""
+    http_<status>, bad_response (not JSON, or a reply `_problem` rejects), body_too_large."""
 
 
-def _has_choices(data: Any) -> str | None:
-    if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
-        return f"no 'choices' in {str(data)[:200]}"
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _problem(choice: Any, chat: bool) -> str | None:
+    """What is wrong with one `choices[i]` of a chat or completions reply, or None when it has the
+    shape `_parse` reads: strings where text goes, finite numbers where logprobs go, int token ids."""
+    if not isinstance(choice, dict):
+        return f"choice is not an object: {preview(choice)}"
+    lp = choice.get("logprobs")
+    if lp is not None and not isinstance(lp, dict):
+        return f"'logprobs' is not an object: {preview(lp)}"
+    lp = lp or {}
+    if chat:
+        msg = choice.get("message")
+        if msg is not None and not isinstance(msg, dict):
+            return f"'message' is not an object: {preview(msg)}"
+        content = (msg or {}).get("content")
+        if content is not None and not isinstance(content, str):
+            return f"message content is not a string: {preview(content)}"
+        entries = lp.get("content")
+        if entries is not None and not isinstance(entries, list):
+            return f"logprobs.content is not a list: {preview(entries)}"
+        for e in entries or []:
+            if not isinstance(e, dict) or not isinstance(e.get("token", ""), str) or not _number(e.get("logprob")):
+                return f"logprobs.content entry needs a string 'token' and a finite 'logprob': {preview(e)}"
+    else:
+        if choice.get("text") is not None and not isinstance(choice["text"], str):
+            return f"'text' is not a string: {preview(choice['text'])}"
+        tokens, values = lp.get("tokens"), lp.get("token_logprobs")
+        if tokens is not None and not (isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)):
+            return f"logprobs.tokens is not a list of strings: {preview(tokens)}"
+        # null stands for "no logprob" (the first prompt token under echo) and reads as 0
+        if values is not None and not (isinstance(values, list) and all(v is None or _number(v) for v in values)):
+            return f"logprobs.token_logprobs is not a list of finite numbers: {preview(values)}"
+    ids = choice.get("token_ids")
+    if ids is not None and not (isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)):
+        return f"'token_ids' is not a list of non-negative ints: {preview(ids)}"
     return None
+
+
+def _reply_check(chat: bool) -> Callable[[Any], str | None]:
+    """JsonClient check of a reply: a non-empty `choices` list whose first choice `_problem` accepts."""
+
+    def check(data: Any) -> str | None:
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
+            return f"no 'choices' in {preview(data)}"
+        return _problem(data["choices"][0], chat)
+
+    return check
 
 
 class OpenAIPolicy:
@@ -46,6 +93,8 @@ class OpenAIPolicy:
     `server="vllm"` adds vLLM's extra fields (top_k, stop strings kept in the output, token ids
     returned); `extra_body` is merged into every request; `on_error="empty"` turns a failed
     request into an empty Generation with `finish_reason="error"` instead of raising.
+    `deadline_s` (default `2 * timeout_s`) bounds one request across its retries and
+    `max_body_bytes` (default 16 MiB) the reply body; see JsonClient and docs/backends.md.
     """
 
     def __init__(
@@ -63,6 +112,9 @@ class OpenAIPolicy:
         server: str = "generic",
         extra_body: Mapping[str, Any] | None = None,
         on_error: str = "raise",
+        *,
+        deadline_s: float | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ):
         if api not in ("chat", "completions"):
             raise ValueError(f"api must be 'chat' or 'completions', got {api!r}")
@@ -85,7 +137,7 @@ class OpenAIPolicy:
         self._client = JsonClient(
             base_url, timeout_s=self.timeout_s, max_retries=self.max_retries, backoff_base_s=self.backoff_base_s,
             headers=headers, max_connections=self.max_concurrency, retry_bad_response=True,
-            url_example="http://host:port/v1",
+            url_example="http://host:port/v1", deadline_s=deadline_s, max_body_bytes=max_body_bytes,
         )  # fmt: skip
         self.base_url = self._client.base_url
 
@@ -136,7 +188,7 @@ class OpenAIPolicy:
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            data: dict[str, Any] = self._client.post(path, body, check=_has_choices)
+            data: dict[str, Any] = self._client.post(path, body, check=_reply_check(self.api == "chat"))
         except BackendError as e:
             hint = f" (request fields: {sorted(body)})" if e.kind.startswith("http_4") else ""
             raise OpenAIError(e.kind, f"{e.detail}{hint}") from e
@@ -144,9 +196,10 @@ class OpenAIPolicy:
 
     # ----------------------------------------------------------------- responses
     def _parse(self, data: dict[str, Any], sampling: Sampling) -> Generation:
+        problem = _reply_check(self.api == "chat")(data)  # _post checked it; a direct caller may not have
+        if problem:
+            raise OpenAIError("bad_response", problem)
         choice = data["choices"][0]
-        if not isinstance(choice, dict):
-            raise OpenAIError("bad_response", f"choice is not an object: {str(choice)[:200]}")
         if self.api == "chat":
             text = (choice.get("message") or {}).get("content") or ""
             entries = ((choice.get("logprobs") or {}).get("content")) or []

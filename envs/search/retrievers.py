@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from creditgym.envs._http import JsonClient
+from creditgym.envs._http import DEFAULT_MAX_BODY_BYTES, JsonClient, preview
 from creditgym.envs.base import BackendError
 
 __all__ = [
@@ -90,7 +90,7 @@ def bm25_for_world(seed: int) -> BM25Retriever:
 def parse_retrieve_response(data: Any) -> list[Doc]:
     """Documents of the first query in a Search-R1 `/retrieve` response (scored items or bare docs)."""
     if not isinstance(data, dict) or not isinstance(data.get("result"), list):
-        raise BackendError("bad_response", f"expected {{'result': [[...]]}}, got {str(data)[:200]}")
+        raise BackendError("bad_response", f"expected {{'result': [[...]]}}, got {preview(data)}")
     result = data["result"]
     if not result:
         raise BackendError("bad_response", "'result' is empty: expected one list of documents per query")
@@ -101,13 +101,13 @@ def parse_retrieve_response(data: Any) -> list[Doc]:
     for item in items:
         doc = item.get("document", item) if isinstance(item, dict) else None
         if not isinstance(doc, dict) or not isinstance(doc.get("contents"), str):
-            raise BackendError("bad_response", f"document without string 'contents': {str(item)[:200]}")
+            raise BackendError("bad_response", f"document without string 'contents': {preview(item)}")
         score: float | None = None
         if isinstance(item, dict) and "score" in item:
             try:
                 score = float(item["score"])
             except (TypeError, ValueError):
-                raise BackendError("bad_response", f"score is not a number: {item['score']!r}") from None
+                raise BackendError("bad_response", f"score is not a number: {preview(item['score'])}") from None
         doc_id = str(doc.get("id", hashlib.sha1(doc["contents"].encode()).hexdigest()[:12]))
         docs.append({"id": doc_id, "contents": doc["contents"], "score": score})
     return docs
@@ -117,7 +117,8 @@ class HttpRetriever:
     """Client of Search-R1's retrieval server (`search_r1/search/retrieval_server.py`): one query per
     call, body `{"queries": [q], "topk": k, "return_scores": true}`."""
 
-    def __init__(self, url: str, timeout_s: float = 10.0, max_retries: int = 3, backoff_base_s: float = 0.5):
+    def __init__(self, url: str, timeout_s: float = 10.0, max_retries: int = 3, backoff_base_s: float = 0.5, *,
+                 deadline_s: float | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
         import httpx
 
         u = httpx.URL(url)
@@ -125,7 +126,8 @@ class HttpRetriever:
             raise ValueError(f"retriever_url must look like http://host:8000/retrieve, got {url!r}")
         self.path = u.path or "/retrieve"
         origin = f"{u.scheme}://{u.host}" + (f":{u.port}" if u.port else "")
-        self.client = JsonClient(origin, timeout_s=timeout_s, max_retries=max_retries, backoff_base_s=backoff_base_s)
+        self.client = JsonClient(origin, timeout_s=timeout_s, max_retries=max_retries, backoff_base_s=backoff_base_s,
+                                 deadline_s=deadline_s, max_body_bytes=max_body_bytes)
 
     def search(self, query: str, topk: int) -> list[Doc]:
         data = self.client.post(self.path, {"queries": [query], "topk": int(topk), "return_scores": True}, required=("result",))

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from creditgym.envs._http import JsonClient
+from creditgym.envs._http import JsonClient, preview
 from creditgym.envs.base import BackendError, Task
 from creditgym.envs.search.env import SearchEnv, contains_answer
 from creditgym.envs.search.retrievers import doc_as_text, format_search_r1, format_zerosearch, tokenize
@@ -222,9 +222,9 @@ class SimSearchEnv(SearchEnv):
             try:
                 content = data["choices"][0]["message"]["content"]
             except (KeyError, IndexError, TypeError):
-                raise BackendError("bad_response", f"no choices[0].message.content in {str(data)[:200]}") from None
+                raise BackendError("bad_response", f"no choices[0].message.content in {preview(data)}") from None
             if not isinstance(content, str):
-                raise BackendError("bad_response", f"message content is not a string: {str(content)[:200]}")
+                raise BackendError("bad_response", f"message content is not a string: {preview(content)}")
             return parse_llm_documents(content, topk)
 
         return self.call_backend("llm", body, call)

@@ -9,6 +9,11 @@ calls are `session.call_tool(name, arguments=...)` under `timeout_s`, text items
 joined; `isError` -> `ok: False`; a dead or hanging server -> an error result, never an exception.
 Written against mcp 2.3 (`Tool.input_schema`, `CallToolResult.is_error`), reading the 1.x
 camelCase names as a fallback.
+
+Limits (docs/backends.md): start-up is bounded by `start_timeout_s` and every call by `timeout_s` of
+wall clock, whatever the server does. Over HTTP each response body is cut at `max_body_bytes` (the
+SDK would read a JSON body whole) and compressed bodies are not asked for; a stdio server's messages
+are not capped here (it is a local process the user started).
 """
 
 from __future__ import annotations
@@ -29,6 +34,39 @@ class MCPError(RuntimeError):
     """An MCP server could not be started or listed; the message names the server and the fix."""
 
 
+def _capped_http_client(max_body_bytes: int) -> Any:
+    """An httpx2.AsyncClient (the MCP SDK's HTTP library) whose response bodies fail with a
+    ReadError past `max_body_bytes`, with the SDK's default timeouts."""
+    import httpx2
+    from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
+
+    class CappedStream(httpx2.AsyncByteStream):
+        def __init__(self, inner: Any):
+            self.inner = inner
+
+        async def __aiter__(self) -> Any:
+            n = 0
+            async for chunk in self.inner:
+                n += len(chunk)
+                if n > max_body_bytes:
+                    raise httpx2.ReadError(f"response body exceeds max_body_bytes={max_body_bytes}")
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    class CappedTransport(httpx2.AsyncHTTPTransport):
+        async def handle_async_request(self, request: Any) -> Any:
+            resp = await super().handle_async_request(request)
+            resp.stream = CappedStream(resp.stream)
+            return resp
+
+    return httpx2.AsyncClient(
+        transport=CappedTransport(), headers={"Accept-Encoding": "identity"},
+        timeout=httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT),
+    )  # fmt: skip
+
+
 def _field(obj: Any, *names: str, default: Any = None) -> Any:
     for n in names:
         if hasattr(obj, n):
@@ -39,12 +77,13 @@ def _field(obj: Any, *names: str, default: Any = None) -> Any:
 class MCPClient:
     """Synchronous facade over MCP sessions; `declarations()` and `call(tool, arguments)`."""
 
-    def __init__(self, servers: Sequence[Mapping[str, Any]], timeout_s: float = 5.0, start_timeout_s: float = 20.0):
+    def __init__(self, servers: Sequence[Mapping[str, Any]], timeout_s: float = 5.0, start_timeout_s: float = 20.0,
+                 max_body_bytes: int = 16 * 2**20):
         try:
             import mcp  # noqa: F401
         except ImportError as e:
             raise ImportError("mcp_servers need the MCP SDK: pip install 'creditgym[mcp]'") from e
-        self.timeout_s = float(timeout_s)
+        self.timeout_s, self.max_body_bytes = float(timeout_s), int(max_body_bytes)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="creditgym-mcp", daemon=True)
         self._thread.start()
@@ -71,6 +110,7 @@ class MCPClient:
         try:
             tools = ready.result(timeout=start_timeout_s)
         except concurrent.futures.TimeoutError as e:
+            self._owners[name].cancel()  # a server stuck mid-handshake must not hold close() as well
             raise MCPError(f"MCP server {name!r} did not initialize within {start_timeout_s} s") from e
         except Exception as e:
             raise MCPError(f"MCP server {name!r} failed to start: {type(e).__name__}: {e}. Check its command/url") from e
@@ -86,11 +126,13 @@ class MCPClient:
 
         stop = asyncio.Event()
         self._stops[name] = stop
+        http_client = None
         try:
             if spec.get("url"):
                 from mcp.client.streamable_http import streamable_http_client
 
-                transport = streamable_http_client(str(spec["url"]))
+                http_client = _capped_http_client(self.max_body_bytes)
+                transport = streamable_http_client(str(spec["url"]), http_client=http_client)
             else:
                 from mcp.client.stdio import StdioServerParameters, stdio_client
 
@@ -112,6 +154,8 @@ class MCPClient:
                 log.warning("MCP server %r stopped: %s", name, e)
         finally:
             self._sessions.pop(name, None)
+            if http_client is not None:
+                await http_client.aclose()
 
     def close(self) -> None:
         """Stop every session and the loop thread (idempotent)."""

@@ -9,6 +9,8 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from creditgym.agents import Context, OpenAIPolicy, Sampling
 from creditgym.agents.openai import OpenAIError
@@ -21,6 +23,7 @@ class FakeServer:
 
     def __init__(self, delay_s: float = 0.0, stop_reason: bool = True):
         self.modes: deque[str] = deque()
+        self.junk: object = None  # the reply of mode "junk"
         self.bodies: list[dict] = []
         self.delay_s, self.stop_reason = delay_s, stop_reason
         self.in_flight = self.max_in_flight = 0
@@ -65,6 +68,8 @@ class FakeServer:
             return self._send(h, 200, b'{"choices": [')
         if mode == "nochoices":
             return self._send(h, 200, b'{"choices": []}')
+        if mode == "junk":
+            return self._send(h, 200, json.dumps(self.junk).encode())
         time.sleep(self.delay_s)
         self._send(h, 200, json.dumps(self.reply(body)).encode())
 
@@ -217,3 +222,103 @@ def test_bad_arguments_are_explained(server):
     with pytest.raises(ValueError, match=r"Context\.messages"):
         _policy(server).generate([Context(ids=[1, 2])], Sampling())
     assert _policy(server).generate([], Sampling()) == []
+
+
+# ----------------------------------------------------------------- malformed replies (issue 17)
+_CHAT_JUNK = [
+    {"message": "hello"},  # message not an object
+    {"message": {"content": 7}},  # non-string content
+    {"message": {"content": ["a"]}},
+    {"message": {"content": "a"}, "logprobs": [1, 2]},  # logprobs not an object
+    {"message": {"content": "a"}, "logprobs": {"content": {"token": "a"}}},  # content not a list
+    {"message": {"content": "a"}, "logprobs": {"content": [{"token": "a", "logprob": None}]}},  # null logprob
+    {"message": {"content": "a"}, "logprobs": {"content": [{"token": "a", "logprob": "x"}]}},
+    {"message": {"content": "a"}, "logprobs": {"content": [{"token": 3, "logprob": -1.0}]}},
+    {"message": {"content": "a"}, "logprobs": {"content": ["a"]}},
+    {"message": {"content": "a"}, "token_ids": ["1"]},  # token ids of the wrong type
+    {"message": {"content": "a"}, "token_ids": [1.5]},
+    {"message": {"content": "a"}, "token_ids": 5},
+]
+_COMPLETION_JUNK = [
+    {"text": 3},
+    {"text": "a", "logprobs": "x"},
+    {"text": "a", "logprobs": {"tokens": "abc"}},
+    {"text": "a", "logprobs": {"tokens": ["a"], "token_logprobs": ["x"]}},
+    {"text": "a", "logprobs": {"tokens": [1], "token_logprobs": [-1.0]}},
+    {"text": "a", "token_ids": [True]},
+]
+
+
+@pytest.mark.parametrize("api,choice", [("chat", c) for c in _CHAT_JUNK] + [("completions", c) for c in _COMPLETION_JUNK])
+def test_malformed_reply_is_bad_response_and_honours_on_error(server, api, choice):
+    server.junk = {"choices": [choice]}
+    server.modes.extend(["junk"] * 4)
+    policy = _policy(server, api=api, max_retries=1, tokenizer=ByteTokenizer())
+    with pytest.raises(OpenAIError) as err:
+        policy.generate([_ctx("a")], Sampling())
+    assert err.value.kind == "bad_response"
+    g = _policy(server, api=api, max_retries=0, on_error="empty").generate([_ctx("a")], Sampling())[0]
+    assert g == type(g)((), (), "", "error")
+
+
+def test_null_message_and_content_still_read_as_empty_text(server):
+    server.junk = {"choices": [{"message": {"content": None}, "finish_reason": "length"}]}
+    server.modes.append("junk")
+    g = _policy(server).generate([_ctx("a")], Sampling())[0]
+    assert (g.text, g.finish_reason, g.token_ids) == ("", "length", ())
+
+
+def test_huge_reply_is_body_too_large_without_retry(server):
+    server.junk = {"choices": [{"message": {"content": "x" * 200_000}}]}
+    server.modes.extend(["junk"] * 4)
+    policy = _policy(server, on_error="empty", max_body_bytes=50_000)
+    g = policy.generate([_ctx("a")], Sampling())[0]
+    assert g.finish_reason == "error" and len(server.bodies) == 1
+
+
+def test_deadline_bounds_a_request_across_its_retries(server):
+    server.modes.extend(["slow"] * 4)  # each attempt outlasts timeout_s
+    policy = _policy(server, timeout_s=0.2, max_retries=3, deadline_s=0.3)
+    t0 = time.monotonic()
+    with pytest.raises(OpenAIError) as err:
+        policy.generate([_ctx("a")], Sampling())
+    assert err.value.kind == "timeout" and time.monotonic() - t0 < 0.6 and len(server.bodies) == 2
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=10,
+)
+_entry = st.fixed_dictionaries({}, optional={"token": _json, "logprob": _json})
+_choice = st.fixed_dictionaries(
+    {},
+    optional={
+        "message": _json | st.fixed_dictionaries({}, optional={"content": _json}),
+        "text": _json,
+        "logprobs": _json
+        | st.fixed_dictionaries({}, optional={"content": _json | st.lists(_entry | _json, max_size=3),
+                                              "tokens": _json, "token_logprobs": _json | st.lists(_json, max_size=3)}),
+        "token_ids": _json | st.lists(_json, max_size=3),
+        "finish_reason": _json,
+        "stop_reason": _json,
+    },
+)
+_reply = _json | st.fixed_dictionaries({"choices": _json | st.lists(_choice | _json, min_size=1, max_size=2)})
+
+
+_PARSERS = {(api, local): OpenAIPolicy("http://127.0.0.1:9/v1", "m", api=api, tokenizer=ByteTokenizer() if local else None)
+            for api in ("chat", "completions") for local in (False, True)}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=_reply, api=st.sampled_from(["chat", "completions"]), local=st.booleans())
+def test_random_junk_replies_raise_only_openai_error(data, api, local):
+    policy = _PARSERS[api, local]
+    try:
+        g = policy._parse(data, Sampling(stop=("</answer>",)))
+    except OpenAIError as e:
+        assert e.kind == "bad_response"
+    else:
+        assert len(g.token_ids) == len(g.logprobs) and isinstance(g.text, str)
+        assert all(isinstance(i, int) for i in g.token_ids) and all(isinstance(x, float) for x in g.logprobs)
