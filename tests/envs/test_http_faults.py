@@ -4,24 +4,12 @@ with bounded memory."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-try:
-    from creditgym.benchmarks import reliability_http as rh
-except ImportError:  # until benchmarks/ is installed as creditgym.benchmarks: load the file itself
-    _path = Path(__file__).resolve().parents[2] / "benchmarks" / "reliability_http.py"
-    _spec = importlib.util.spec_from_file_location("creditgym_bench_reliability_http", _path)
-    assert _spec is not None and _spec.loader is not None
-    rh = importlib.util.module_from_spec(_spec)
-    sys.modules[_spec.name] = rh  # dataclasses look their module up there
-    _spec.loader.exec_module(rh)
-
-http_fault_matrix = rh.http_fault_matrix
+from creditgym.benchmarks import reliability_http as rh
+from creditgym.benchmarks.reliability_http import http_fault_matrix
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +20,11 @@ def rows():
 
 
 def test_every_client_contains_every_fault(rows):
-    out, seconds = rows
+    out, _ = rows
     assert {(r["client"], r["fault"]) for r in out} == {(c, f) for c in rh.CLIENTS for f in rh.FAULTS}
     bad = [r for r in out if r["outcome"] not in ("contained", "skipped")]
     assert not bad, bad
     assert all(r["area"] == "http" and isinstance(r["seconds"], float) for r in out)
-    assert seconds < 20.0
 
 
 def test_rows_show_the_stable_kinds(rows):
@@ -48,6 +35,11 @@ def test_rows_show_the_stable_kinds(rows):
         assert "bad_response" in by[client, "deep_nesting"], by[client, "deep_nesting"]
         assert "timeout" in by[client, "hang"] and "timeout" in by[client, "trickle"]
         assert "http_500" in by[client, "http_500"] and "connection" in by[client, "reset_mid_body"]
+    mcp_ran = any(r["client"] == "mcp_http" and r["outcome"] != "skipped" for r in out)
+    if mcp_ran:  # the MCP SDK is installed
+        # the capped transport cut the body (the SDK would read it whole); the message names the leaf error
+        assert "max_body_bytes" in by["mcp_http", "huge_body"], by["mcp_http", "huge_body"]
+        assert "TaskGroup" not in by["mcp_http", "http_500"], by["mcp_http", "http_500"]
 
 
 def test_an_uncaught_error_or_a_slow_client_is_reported_failed(monkeypatch):
