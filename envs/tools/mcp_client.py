@@ -67,6 +67,14 @@ def _capped_http_client(max_body_bytes: int) -> Any:
     )  # fmt: skip
 
 
+def _describe(e: BaseException) -> str:
+    """`Type: message` of the first leaf of (nested) exception groups, which the SDK's task groups
+    wrap every transport error in."""
+    while isinstance(e, BaseExceptionGroup) and e.exceptions:
+        e = e.exceptions[0]
+    return f"{type(e).__name__}: {e}"
+
+
 def _field(obj: Any, *names: str, default: Any = None) -> Any:
     for n in names:
         if hasattr(obj, n):
@@ -113,7 +121,7 @@ class MCPClient:
             self._owners[name].cancel()  # a server stuck mid-handshake must not hold close() as well
             raise MCPError(f"MCP server {name!r} did not initialize within {start_timeout_s} s") from e
         except Exception as e:
-            raise MCPError(f"MCP server {name!r} failed to start: {type(e).__name__}: {e}. Check its command/url") from e
+            raise MCPError(f"MCP server {name!r} failed to start: {_describe(e)}. Check its command/url") from e
         for tool in tools:
             tname = str(_field(tool, "name"))
             schema = _field(tool, "input_schema", "inputSchema", default=None) or {"type": "object"}
@@ -195,7 +203,7 @@ class MCPClient:
             fut.cancel()
             return {"name": env_name, "ok": False, "error": f"timed out after {self.timeout_s:g} s"}
         except Exception as e:  # a dead server surfaces as several exception types
-            return {"name": env_name, "ok": False, "error": f"MCP server {server!r} failed: {type(e).__name__}: {e}"}
+            return {"name": env_name, "ok": False, "error": f"MCP server {server!r} failed: {_describe(e)}"}
         texts = [str(_field(c, "text")) for c in (_field(result, "content", default=[]) or [])
                  if _field(c, "type") == "text"]
         text = "\n".join(texts)
