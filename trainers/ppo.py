@@ -7,13 +7,18 @@ values into advantages and value targets, and the clipped value loss (METHODS.md
 critic. The critic is a separate copy of the policy's network with a scalar head
 (`critic="separate"`) or a head on the policy's own network (`critic="value_head"`).
 
+The critic reads, and is trained on, the batch's row-token layout (`batch.row_inputs()`): the
+sequences the policy sampled from, one per episode with the `full` history, one per turn with a
+per-turn history such as Device-v0's `window`. Its values map back to the episode layout with
+`batch.from_rows`; a truncated episode's bootstrap value is read after the final observation's own
+prompt in per-turn mode (after the whole episode in full mode).
+
     trainer = PPOTrainer(policy, "creditgym/Tools-v0", PPOConfig(estimator_cfg={"level": "turn"}))
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,70 +147,91 @@ class PPOTrainer(RLTrainerBase):
             self.critic_opts[r][0].load_state_dict(s["opt"])
             self.critic_opts[r][1].load_state_dict(s["sched"])
 
-    def _critic_values(self, role: str, batch: CreditBatch) -> torch.Tensor:
-        assert batch.ids_BT is not None and batch.attention_mask_BT is not None
+    def _critic_values(self, role: str, ids_RT: torch.Tensor, attention_mask_RT: torch.Tensor) -> torch.Tensor:
+        """No-grad critic values `v_RT` of right-padded rows, micro-batched by `token_budget` (on CPU)."""
         vm = self.critics[role]
-        lengths = row_lengths(batch.attention_mask_BT)
-        out = torch.zeros(batch.ids_BT.shape, dtype=torch.float32)
+        dev = next(vm.parameters()).device
+        lengths = row_lengths(attention_mask_RT)
+        out = torch.zeros(ids_RT.shape, dtype=torch.float32)
         with torch.no_grad():
             vm.eval()
             for rows in micro_batches(lengths, self.config.token_budget):
                 T = max(lengths[i] for i in rows)
-                out[rows, :T] = vm(batch.ids_BT[rows, :T], batch.attention_mask_BT[rows, :T]).cpu()
+                out[rows, :T] = vm(ids_RT[rows, :T].to(dev), attention_mask_RT[rows, :T].to(dev)).cpu()
         return out
 
     def _values_for(self, role: str, batch: CreditBatch) -> CreditBatch:
-        v_BT = self._critic_values(role, batch)
-        assert batch.attention_mask_BT is not None
-        lengths = torch.tensor(row_lengths(batch.attention_mask_BT))
-        # value after the final observation: the hidden state at the last real token
-        end_B = self._end_values(role, batch, lengths)
+        """Critic values on the row layout (what the policy saw: one row per episode in `full` mode,
+        one per turn in `window` mode), mapped back to the episode layout with `batch.from_rows`."""
+        ids_RT, attn_RT = batch.row_inputs()
+        v_BT = batch.from_rows(self._critic_values(role, ids_RT, attn_RT))
+        end_B = self._end_values(role, batch)
         values_BK = turn_values_from_tokens(v_BT, batch.token_turn_BT, batch.turn_mask_BK, batch.truncated_B, end_B)
         self._old_values = (v_BT, values_BK)
         return batch.with_values(values_BK=values_BK, token_values_BT=v_BT)
 
-    def _end_values(self, role: str, batch: CreditBatch, lengths: torch.Tensor) -> torch.Tensor:
-        assert batch.ids_BT is not None and batch.attention_mask_BT is not None
-        B, T = batch.ids_BT.shape
-        ids = torch.cat([batch.ids_BT, torch.zeros(B, 1, dtype=batch.ids_BT.dtype)], 1)
-        attn = torch.cat([batch.attention_mask_BT, torch.zeros(B, 1, dtype=batch.attention_mask_BT.dtype)], 1)
+    def _end_values(self, role: str, batch: CreditBatch) -> torch.Tensor:
+        """`end_B[b]`: the value of the state after episode b's final observation.
+
+        It is read at a dummy token appended to the sequence the next action would be sampled from:
+        the whole episode when it is one row (`full`), else the final observation's own prompt (in
+        `window` mode `Episode.final_obs_ids` is the next turn's whole window prompt, packed after the
+        last turn's row); an episode with no final observation uses its last turn's row."""
+        ids_BT, attn_BT = batch.ids_BT, batch.attention_mask_BT
+        if ids_BT is None or attn_BT is None:
+            raise ValueError("PPOTrainer needs token ids (ids_BT); pack the episodes with CreditBatch.from_episodes")
+        lengths_B = torch.tensor(row_lengths(attn_BT), dtype=torch.long)
+        start_B = _end_row_starts(batch, lengths_B)
+        n_B = lengths_B - start_B
+        B, W = batch.B, int(n_B.max()) + 1
+        col_BW = start_B[:, None] + torch.arange(W)[None, :]
+        real_BW = torch.arange(W)[None, :] < n_B[:, None]
+        ids = torch.where(real_BW, ids_BT.gather(1, col_BW.clamp(max=batch.T - 1)), torch.zeros((), dtype=ids_BT.dtype))
+        attn = real_BW.to(attn_BT.dtype)
         rows = torch.arange(B)
-        attn[rows, lengths] = 1  # a dummy next token: its value slot reads the state after the last real token
-        v = self._critic_values(role, dataclasses.replace(batch, ids_BT=ids, attention_mask_BT=attn))
-        return v[rows, lengths]
+        attn[rows, n_B] = 1  # a dummy next token: its value slot reads the state after the last real token
+        return self._critic_values(role, ids, attn)[rows, n_B]
 
     def _after_update(self, role: str, batch: CreditBatch, adv: Any) -> dict[str, float]:
-        """Clipped value regression on the estimator's returns (METHODS.md 1.6)."""
+        """Clipped value regression on the estimator's returns (METHODS.md 1.6), on the row layout."""
         cfg = self.config
-        assert batch.ids_BT is not None and batch.attention_mask_BT is not None
         vm = self.critics[role]
+        dev = next(vm.parameters()).device
         opt, sched = self.critic_opts[role]
         old_v_BT, old_v_BK = self._old_values
         turn_level = self._level == "turn"
-        if turn_level:
-            returns, mask = adv.returns_BK, batch.turn_mask_BK
-        else:
-            returns, mask = adv.returns_BT, batch.loss_mask_BT
+        returns = adv.returns_BK if turn_level else adv.returns_BT
         if returns is None:
             raise ValueError(f"estimator {cfg.estimator!r} gives no returns_BT/returns_BK to train the critic on")
-        lengths = row_lengths(batch.attention_mask_BT)
+        ids_RT, attn_RT = batch.row_inputs()
+        ep_R = batch.row_episode_R if batch.row_episode_R is not None else torch.arange(batch.B)
+        if turn_level:
+            mask_BK = batch.turn_mask_BK
+            row_mask_RK = _row_turn_mask(batch, ep_R)
+            denom = float(mask_BK.sum())
+        else:
+            mask_RT = batch.to_rows(batch.loss_mask_BT, False)
+            old_RT, returns_RT = batch.to_rows(old_v_BT), batch.to_rows(returns)
+            denom = float(batch.loss_mask_BT.sum())
+        lengths = row_lengths(attn_RT)
         vm.train()
         metrics: dict[str, float] = {}
-        denom = float(mask.sum())
         if denom <= 0:
             return metrics
         for _ in range(cfg.ppo_epochs):
             total = 0.0
             for rows in micro_batches(lengths, cfg.token_budget):
                 T = max(lengths[i] for i in rows)
-                v_BT = vm(batch.ids_BT[rows, :T], batch.attention_mask_BT[rows, :T])
+                v_RT = vm(ids_RT[rows, :T].to(dev), attn_RT[rows, :T].to(dev))
                 if turn_level:
-                    end = torch.zeros(len(rows))
-                    v = turn_values_from_tokens(v_BT, batch.token_turn_BT[rows, :T], batch.turn_mask_BK[rows],
-                                                torch.zeros(len(rows), dtype=torch.bool), end)  # fmt: skip
-                    args = (v, old_v_BK[rows], returns[rows], mask[rows])
+                    eps = ep_R[rows]
+                    m_RK = row_mask_RK[rows]
+                    tt_RT = batch.token_turn_RT if batch.token_turn_RT is not None else batch.token_turn_BT
+                    v = turn_values_from_tokens(v_RT.cpu(), tt_RT[rows, :T], m_RK,
+                                                torch.zeros(len(rows), dtype=torch.bool), torch.zeros(len(rows)))  # fmt: skip
+                    args = (v, old_v_BK[eps], returns[eps], m_RK)
                 else:
-                    args = (v_BT, old_v_BT[rows, :T], returns[rows, :T], mask[rows, :T])
+                    args = (v_RT.cpu(), old_RT[rows, :T], returns_RT[rows, :T], mask_RT[rows, :T])
                 vl, vmx = losses.value_loss(*args, vf_clip=cfg.vf_clip, agg="token-mean", denom=denom)
                 loss = cfg.vf_coef * vl
                 if has_nonfinite(loss):
@@ -220,3 +246,30 @@ class PPOTrainer(RLTrainerBase):
             opt.zero_grad(set_to_none=True)
             metrics["vf_loss"] = total
         return metrics
+
+
+def _end_row_starts(batch: CreditBatch, lengths_B: torch.Tensor) -> torch.Tensor:
+    """Per episode, where the sequence valued after its final observation starts in `ids_BT`: 0 for an
+    episode that is one row; else the end of its last turn row (the final observation's prompt), or
+    that row's start when the episode has no final observation."""
+    start_B = torch.zeros(batch.B, dtype=torch.long)
+    if batch.row_episode_R is None or batch.row_turn_R is None or batch.row_start_R is None:
+        return start_B
+    assert batch.attention_mask_RT is not None
+    turn_rows = (batch.row_turn_R >= 0).nonzero().squeeze(-1).tolist()
+    ends_R = batch.row_start_R + batch.attention_mask_RT.sum(1)
+    for r in turn_rows:  # rows are sorted by (episode, turn): the last one of an episode wins
+        b, end = int(batch.row_episode_R[r]), int(ends_R[r])
+        start_B[b] = end if end < int(lengths_B[b]) else int(batch.row_start_R[r])
+    return start_B
+
+
+def _row_turn_mask(batch: CreditBatch, ep_R: torch.Tensor) -> torch.Tensor:
+    """`[R, K]`: the turns whose value row r holds (every turn of its episode for a whole-episode row,
+    the row's own turn for a turn row)."""
+    mask_RK = batch.turn_mask_BK[ep_R]
+    if batch.row_turn_R is None:
+        return mask_RK
+    turn_R = batch.row_turn_R
+    own_RK = torch.arange(batch.K)[None, :] == turn_R[:, None]
+    return torch.where((turn_R >= 0)[:, None], mask_RK & own_RK, mask_RK)
