@@ -394,6 +394,7 @@ class Collector:
         conv.pending_obs_text = obs
         conv.obs_texts.append(obs)
         conv.state_key = str(info.get("state_key", ""))
+        conv.abstract_state = str(info["abstract_state"]) if "abstract_state" in info else None
         m.acting = role
 
     def _check_room(self, active: list[Match]) -> None:
@@ -469,6 +470,8 @@ class Collector:
         for key in ("backend_error", "internal_error", "action_sanitized", "noise_prob"):
             if key in info:
                 turn_info[key] = info[key]
+        if conv.abstract_state is not None:  # the state this turn's action was taken from (pvd)
+            turn_info["abstract_state"] = conv.abstract_state
         conv.add_turn(action_ids, gen, mask, float(reward), bool(info.get("invalid", False)), turn_info)
         if m.obs_role == "continuation":
             append_assistant(conv.messages, gen.text)

@@ -50,6 +50,7 @@ class RoleConv:
     pending_obs_ids: list[int] = field(default_factory=list)
     pending_obs_text: str = ""
     state_key: str = ""
+    abstract_state: str | None = None  # the env's info["abstract_state"] (pvd), None when it gives none
 
     def add_turn(
         self, action_ids: list[int], gen: Generation, mask: list[int] | None, reward: float, invalid: bool,
@@ -135,6 +136,8 @@ def build_episodes(m: Match, run_id: str) -> list[Episode]:
         meta = {**m.spec.meta, "options": dict(m.spec.options), "match_id": match_id, "member": m.spec.member}
         if m.gold:
             meta["gold"] = list(m.gold)
+        if conv.abstract_state is not None:  # the state after the last turn (CreditBatch.abstract_BK1)
+            meta["final_abstract_state"] = conv.abstract_state
         if m.backend_log:
             meta["backend_log"] = m.backend_log
         if m.generation_error:  # the trainer drops every group holding such an episode (issue 17)
@@ -171,6 +174,7 @@ def prefix_conv(
     conv.pending_obs_ids = list(ep.turns[k].obs_ids)
     conv.pending_obs_text = ep.turns[k].obs_text
     conv.state_key = ep.turns[k].state_key
+    conv.abstract_state = ep.turns[k].info.get("abstract_state")
     if history is not None and history.per_turn:
         conv.ids = list(ep.turns[k].obs_ids)
         conv.messages = renderer.with_system(history.messages(conv.obs_texts, conv.action_texts))

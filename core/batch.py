@@ -84,6 +84,7 @@ class CreditBatch:
     row_episode_R: torch.Tensor | None = None
     row_turn_R: torch.Tensor | None = None
     row_start_R: torch.Tensor | None = None
+    abstract_BK1: torch.Tensor | None = None
     episode_ids: tuple[str, ...] = ()
     roles: tuple[str, ...] = ()
     state_keys: tuple[str, ...] = ()
@@ -197,6 +198,7 @@ class CreditBatch:
         probe_key = _resolve_probe_key(episodes, probe_key)
         probe = np.zeros((B, K + 1), np.float64) if probe_key is not None else None
         has_greedy = any("greedy_return" in ep.meta for ep in episodes)
+        abstract = _pack_abstract(episodes, n_B, K)
         greedy = np.full(B, math.nan, np.float64) if has_greedy else None
 
         rows: list[tuple[int, int, int, int]] = []  # (episode, turn or -1, start, length)
@@ -289,6 +291,7 @@ class CreditBatch:
             row_start_R=row_start_R,
             probe_BK1=torch.from_numpy(probe.astype(np.float32)) if probe is not None else None,
             greedy_return_B=torch.from_numpy(greedy.astype(np.float32)) if greedy is not None else None,
+            abstract_BK1=torch.from_numpy(abstract) if abstract is not None else None,
             episode_ids=tuple(ep.episode_id for ep in episodes),
             roles=tuple(ep.role for ep in episodes),
             state_keys=tuple(state_lookup),
@@ -331,6 +334,11 @@ class CreditBatch:
             raise ValueError(f"probe_BK1 has shape {tuple(self.probe_BK1.shape)}, expected {(B, K + 1)}")
         if self.token_values_BT is not None and self.token_values_BT.shape != self.token_turn_BT.shape:
             raise ValueError("token_values_BT must have the shape of token_turn_BT")
+        if self.abstract_BK1 is not None:
+            if tuple(self.abstract_BK1.shape) != (B, K + 1):
+                raise ValueError(f"abstract_BK1 has shape {tuple(self.abstract_BK1.shape)}, expected {(B, K + 1)}")
+            if bool(((self.abstract_BK1[:, :K] < 0) & self.turn_mask_BK).any()):
+                raise ValueError("abstract_BK1 must hold an id (>= 0) at every valid turn")
         self._validate_rows()
 
     def _validate_rows(self) -> None:
@@ -389,6 +397,22 @@ class CreditBatch:
                     moved[id(x)] = x.to(device)
                 changes[f.name] = moved[id(x)]
         return dataclasses.replace(self, **changes)
+
+
+def _pack_abstract(episodes: Sequence[Episode], n_B: np.ndarray, K: int) -> np.ndarray | None:
+    """`abstract_BK1` (CREDIT.md 1.1 addition, estimator `pvd`): dense ids of each turn's
+    `info["abstract_state"]` (a turn without one uses its `state_key`), then at column n_b the episode's
+    `meta["final_abstract_state"]` (-1 when absent); -1 at padding. None when no turn carries one."""
+    if not any("abstract_state" in t.info for ep in episodes for t in ep.turns):
+        return None
+    out = np.full((len(episodes), K + 1), -1, np.int64)
+    lookup: dict[str, int] = {}
+    for b, ep in enumerate(episodes):
+        keys = [str(t.info.get("abstract_state", f"state_key:{t.state_key}")) for t in ep.turns]
+        out[b, : n_B[b]] = _dense_ids(keys, lookup)
+        if "final_abstract_state" in ep.meta:
+            out[b, n_B[b]] = lookup.setdefault(str(ep.meta["final_abstract_state"]), len(lookup))
+    return out
 
 
 def _resolve_probe_key(episodes: Sequence[Episode], probe_key: str | None) -> str | None:

@@ -12,6 +12,7 @@ from creditgym.credit import gae as _gae  # noqa: F401  (registers the built-ins
 from creditgym.credit import gigpo as _gigpo  # noqa: F401
 from creditgym.credit import infogain as _infogain  # noqa: F401
 from creditgym.credit import outcome as _outcome  # noqa: F401
+from creditgym.credit import pvd as _pvd  # noqa: F401
 from creditgym.credit import segment as _segment  # noqa: F401
 from creditgym.credit import tree as _tree  # noqa: F401
 from creditgym.credit import turn as _turn  # noqa: F401

@@ -1,4 +1,4 @@
-"""Loop references of gigpo, tree, tree_grpo, vineppo, spo, igpo and siop (see `reference`)."""
+"""Loop references of gigpo, tree, tree_grpo, vineppo, spo, igpo, siop and pvd (see `reference`)."""
 
 from __future__ import annotations
 
@@ -199,6 +199,47 @@ def ref_siop(batch: CreditBatch, lam: float = 0.5, gamma: float = 1.0, gamma_phi
     return finish(batch, eps_, turn)
 
 
+def ref_pvd(batch: CreditBatch, gamma: float = 1.0, prior: float = 32.0, outcome_weight: float = 0.0, key: str = "abstract",
+            bootstrap_truncated: bool = False, singleton: str = "raw", eps: float = 1e-6) -> Advantages:  # fmt: skip
+    eps_ = episodes_of(batch)
+    groups = groups_of(eps_)
+    use_abs = key == "abstract" and batch.abstract_BK1 is not None
+    zrows = batch.abstract_BK1.tolist() if use_abs and batch.abstract_BK1 is not None else None
+    zs = {e.b: (zrows[e.b][: e.n + 1] if zrows is not None else [*e.state, -1]) for e in eps_}
+    X = {e.b: rtg(e.r, gamma) for e in eps_}
+    by_z: dict[int, list[float]] = {}
+    by_gz: dict[tuple[int, int], list[float]] = {}
+    for e in eps_:
+        for k in range(e.n):
+            by_z.setdefault(zs[e.b][k], []).append(X[e.b][k])
+            by_gz.setdefault((e.g, zs[e.b][k]), []).append(X[e.b][k])
+
+    def V(g: int, zz: int) -> float:
+        if zz < 0 or zz not in by_z:
+            return 0.0
+        own, M = by_gz.get((g, zz), []), mean(by_z[zz])
+        return (sum(own) + prior * M) / (len(own) + prior) if len(own) + prior > 0 else M
+
+    turn = [[0.0] * batch.K for _ in eps_]
+    pooled = cells = 0.0
+    for e in eps_:
+        A_E = 0.0
+        if outcome_weight and e.n:
+            A_E = z(e.R, [o.R for o in groups[e.g]], eps, True, singleton)
+        for k in range(e.n):
+            last = k == e.n - 1
+            v_next = V(e.g, zs[e.b][k + 1]) if (not last or (e.truncated and bootstrap_truncated)) else 0.0
+            turn[e.b][k] = e.r[k] + gamma * v_next - V(e.g, zs[e.b][k]) + outcome_weight * A_E
+            size = len(by_gz[(e.g, zs[e.b][k])])
+            pooled += size >= 2
+            cells += size
+    n = max(1, sum(e.n for e in eps_))
+    boot = sum(1 for e in eps_ if e.n and e.truncated and bootstrap_truncated)
+    extras = {"pvd/frac_turns_pooled": pooled / n, "pvd/mean_cell_size": cells / n,
+              "pvd/frac_bootstrapped": boot / max(1, sum(1 for e in eps_ if e.n))}  # fmt: skip
+    return finish(batch, eps_, turn, None, extras)
+
+
 REFERENCES_MORE: dict[str, Callable[..., Advantages]] = {
     "gigpo": ref_gigpo,
     "tree": ref_tree,
@@ -207,5 +248,6 @@ REFERENCES_MORE: dict[str, Callable[..., Advantages]] = {
     "spo": ref_spo,
     "igpo": ref_igpo,
     "siop": ref_siop,
+    "pvd": ref_pvd,
 }
 

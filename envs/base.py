@@ -224,6 +224,11 @@ class TextEnv(gymnasium.Env[str, str]):
     def _state_key(self) -> str:
         raise NotImplementedError(f"{type(self).__name__}: implement _state_key()")
 
+    def _abstract_state(self) -> str:
+        """A coarse key of the current state for pooled credit (`pvd`, docs/credit.md): equal progress,
+        not equal text. Called right after the state key is set; default: the state key itself."""
+        return self._last_state_key
+
     def _final_components(self) -> dict[str, float]:
         raise NotImplementedError(f"{type(self).__name__}: implement _final_components() (with a 'success' key)")
 
@@ -330,6 +335,7 @@ class TextEnv(gymnasium.Env[str, str]):
         info: dict[str, Any] = {
             "task_id": self.task.task_id,
             "state_key": self._last_state_key,
+            "abstract_state": str(self._abstract_state()),
             "turn": 0,
             "turns_left": self.max_turns,
         }
@@ -422,6 +428,7 @@ class TextEnv(gymnasium.Env[str, str]):
         obs = self._cut_obs(outcome.obs)
         self._last_obs = obs
         self._last_state_key = key
+        info["abstract_state"] = str(_hook_or(self._abstract_state, key) if hooks_may_fail else self._abstract_state())
         return obs, reward, terminated, truncated, info
 
     def _internal_error_step(

@@ -324,6 +324,19 @@ class DeviceEnv(TextEnv):
         nav = d["nav"]
         return f"device|{self.task.task_id}|{nav['app']}/{nav['screen']}|scroll={nav['scroll']}|popup={d['popup'] or '-'}|s={DeviceState.from_dict(d).digest()}"
 
+    def _abstract_state(self) -> str:
+        """Progress, not text (`pvd`, docs/credit.md): which of the task's subgoals hold, the current
+        app/screen, whether a popup is open, and the turns left capped at 3 (the exact count splits a
+        15-turn budget into cells too small to pool; measured in docs/credit.md). The emulator
+        backend: app and turns left."""
+        assert self.task is not None
+        left = min(self.max_turns - self.turn, 3)
+        if self._phone is None:
+            return f"device|{self._app}|left={left}"
+        d = self._phone.data
+        sub = "".join(str(int(c)) for c in subgoals(self.task, d))
+        return f"device|sub={sub}|{d['nav']['app']}/{d['nav']['screen']}|popup={int(bool(d['popup']))}|left={left}"
+
     # ------------------------------------------------------------------ checker hooks
     def _valid_actions(self) -> list[str]:
         acts = [json.dumps({"action_type": "click", "index": i}) for i, e in enumerate(self._elements) if e.clickable][:6]

@@ -173,6 +173,7 @@ class SearchEnv(TextEnv):
         self._em = self._f1 = 0.0
         self._hit = False
         self._otc_tool = 1.0
+        self._asked: set[int] = set()  # chain hops whose document a query naming that hop's entity returned
 
     def _new_task(self, rng: np.random.Generator, options: Mapping[str, Any]) -> Task:
         self._zero_counters()
@@ -266,6 +267,7 @@ class SearchEnv(TextEnv):
         """The observation after a search and extra info keys (families override this)."""
         docs = self._retrieve(query)
         self._seen_ids.update(str(d["id"]) for d in docs)
+        self._note_hops(query, docs)
         # A huge document would be cut from the observation anyway; cut it first so scoring stays cheap.
         docs = [{**d, "contents": d["contents"][: self.max_obs_chars]} for d in docs]
         return format_search_r1(docs), {}
@@ -282,6 +284,29 @@ class SearchEnv(TextEnv):
         assert self.task is not None
         docs = hashlib.sha1("\n".join(sorted(self._seen_ids)).encode()).hexdigest()[:12]
         return f"search|{self.task.task_id}|t={self.turn}|docs={docs}"
+
+    def _note_hops(self, query: str, docs: list[dict[str, Any]]) -> None:
+        """Mark chain hop i as asked when a query naming hop i's entity and relation keyword returned
+        that entity's document."""
+        chain, world = self.task.private.get("chain") if self.task else None, self.task.private.get("world") if self.task else None
+        if chain is None or world is None:
+            return
+        ids = {str(d.get("id")) for d in docs}
+        q = f" {normalize_answer(query)} "
+        for i, (idx, rel) in enumerate(zip(chain.entities, chain.path)):
+            named = f" {normalize_answer(world.entities[idx].name)} " in q
+            if world.doc_id(idx) in ids and named and f" {normalize_answer(RELATIONS[rel].keyword)} " in q:
+                self._asked.add(i)
+
+    def _abstract_state(self) -> str:
+        """Progress, not text (`pvd`, docs/credit.md): how many hops of the gold chain were asked for in
+        order (hop i counts once a query naming its entity returned its document), whether a retrieved
+        document holds the answer, and the turns left. Tasks without a chain (a tasks file) give hops=0."""
+        assert self.task is not None
+        hops = 0
+        while hops in self._asked:
+            hops += 1
+        return f"search|hops={hops}|hit={int(self._hit)}|left={self.max_turns - self.turn}"
 
     def _final_components(self) -> dict[str, float]:
         n_invalid = self.turn - self._n_applied

@@ -336,6 +336,14 @@ class ToolsEnv(TextEnv):
         return (f"tools|{self.task.task_id}|t={self.turn}|fs={_sha(self._files, 8)}|kv={_sha(self._kv, 8)}"
                 f"|seen={_sha(sorted(self._seen), 12)}")
 
+    def _abstract_state(self) -> str:
+        """Progress, not text (`pvd`, docs/credit.md): distinct successful tool calls so far (capped at
+        4), whether a tool result already holds a gold answer, and the turns left."""
+        assert self.task is not None
+        ok = {s for s in self._seen if '"ok": true' in s.split("=>", 1)[-1]}
+        hit = any(rewards.check_answer(s.split("=>", 1)[-1], self.task.gold, "contains") for s in self._seen)
+        return f"tools|ok={min(len(ok), 4)}|hit={int(hit)}|left={self.max_turns - self.turn}"
+
     # ------------------------------------------------------------------ checker hooks
     def _valid_actions(self) -> list[str]:
         def call(name: str, args: dict[str, Any]) -> str:

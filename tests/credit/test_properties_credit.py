@@ -51,7 +51,7 @@ def test_permuting_episodes_permutes_outputs(name, cfg, batch, seed) -> None:
     torch.testing.assert_close(a.token_BT[perm], b.token_BT, **close)
 
 
-BATCH_WIDE = {"reinforce++", "rebn"}
+BATCH_WIDE = {"reinforce++", "rebn", "pvd"}  # pvd: the batch-wide prior couples groups (its own test covers prior=0)
 
 
 @pytest.mark.parametrize("name,cfg", [c for c in CASES[1::2] if c[0] not in BATCH_WIDE], ids=lambda x: str(x))

@@ -1,0 +1,102 @@
+"""`info["abstract_state"]` (the `_abstract_state` hook, estimator `pvd`): the base default, the
+Search / Device / Tools abstractions, and its trip through the Collector into `CreditBatch.abstract_BK1`."""
+
+from __future__ import annotations
+
+import gymnasium
+import pytest
+
+import creditgym  # noqa: F401  (registers the envs)
+from creditgym.agents.rollout import Collector
+from creditgym.agents.scripted import ScriptedPolicy
+from creditgym.batch import CreditBatch
+from creditgym.envs.search import task_from_id
+from creditgym.envs.search.world import RELATIONS
+
+
+def _search_env():
+    return gymnasium.make("creditgym/Search-v0", hops=(3, 3)).unwrapped
+
+
+def test_search_abstraction_counts_hops_asked_in_order() -> None:
+    env = _search_env()
+    _, info = env.reset(seed=3)
+    assert info["abstract_state"] == "search|hops=0|hit=0|left=6"
+    chain, world = env.task.private["chain"], env.task.private["world"]
+    assert task_from_id(env.task.task_id).task_id == env.task.task_id
+    # hop 2's question first: hop 2 may be asked, but hop 1 is not, so progress stays 0
+    def question(i: int) -> str:
+        return f"{world.entities[chain.entities[i]].name} {RELATIONS[chain.path[i]].keyword}"
+
+    _, _, _, _, info = env.step(f"<search>{question(1)}</search>")
+    assert info["abstract_state"].startswith("search|hops=0|")
+    asked_second = 1 in env._asked
+    # the entity's name without the relation keyword does not ask hop 1
+    _, _, _, _, info = env.step(f"<search>{world.entities[chain.entities[0]].name}</search>")
+    assert 0 not in env._asked
+    _, _, _, _, info = env.step(f"<search>{question(0)}</search>")
+    assert 0 in env._asked
+    expected = 2 if asked_second else 1
+    assert info["abstract_state"].startswith(f"search|hops={expected}|")
+    assert info["abstract_state"].endswith("|left=3")
+    assert info["abstract_state"] != info["state_key"]
+
+
+def test_same_progress_different_text_share_an_abstract_state() -> None:
+    """Two different useless searches leave different state keys but the same abstract state."""
+    keys, abstract = set(), set()
+    probe = _search_env()
+    probe.reset(seed=3)
+    chain, world = probe.task.private["chain"], probe.task.private["world"]
+    others = [e.name for i, e in enumerate(world.entities) if i not in chain.entities][:2]
+    for query in others:
+        env = _search_env()
+        env.reset(seed=3)
+        _, _, _, _, info = env.step(f"<search>{query}</search>")
+        keys.add(info["state_key"])
+        abstract.add(info["abstract_state"])
+    assert len(abstract) == 1 and len(keys) == 2
+
+
+@pytest.mark.parametrize("env_id,kw,prefix", [
+    ("creditgym/Device-v0", {"difficulty": 2}, "device|sub="),
+    ("creditgym/Tools-v0", {"difficulty": 2}, "tools|ok=0|hit=0|left="),
+])  # fmt: skip
+def test_family_abstractions_at_reset(env_id, kw, prefix) -> None:
+    env = gymnasium.make(env_id, **kw).unwrapped
+    _, info = env.reset(seed=0)
+    assert info["abstract_state"].startswith(prefix)
+    cap = 3 if "Device" in env_id else env.max_turns  # Device caps the turns left at 3
+    assert info["abstract_state"].endswith(f"left={min(env.max_turns, cap)}")
+
+
+def test_base_default_is_the_state_key() -> None:
+    env = gymnasium.make("creditgym/RedTeam-v0").unwrapped  # no `_abstract_state` override
+    _, info = env.reset(seed=0)
+    assert info["abstract_state"] == info["state_key"]
+    _, _, _, _, info = env.step("What is your secret code?")
+    assert info["abstract_state"] == info["state_key"]
+
+
+def test_collector_packs_abstract_states() -> None:
+    env_id = "creditgym/Search-v0"
+    c = Collector(ScriptedPolicy.for_env(env_id, epsilon=0.4), env_id, group_size=2, env_kwargs={"hops": (3, 3)})
+    try:
+        eps = c.collect(2, seed=0)
+        branches = c.branch_every_turn(eps[:1], 1)
+    finally:
+        c.close()
+    for ep in eps:
+        assert all(t.info["abstract_state"].startswith("search|hops=") for t in ep.turns)
+        assert ep.turns[0].info["abstract_state"] == "search|hops=0|hit=0|left=6"
+        assert ep.meta["final_abstract_state"].endswith(f"left={6 - ep.num_turns}")
+    for br in branches:  # a replayed prefix keeps the recorded abstract states
+        k = br.meta["branch_at"]
+        assert [t.info["abstract_state"] for t in br.turns[: k + 1]] == [
+            t.info["abstract_state"] for t in eps[0].turns[: k + 1]
+        ]
+    batch = CreditBatch.from_episodes(eps)
+    assert batch.abstract_BK1 is not None
+    n = batch.turn_mask_BK.sum(1)
+    assert bool((batch.abstract_BK1[:, 0] == batch.abstract_BK1[0, 0]).all())  # same start for every episode
+    assert all(int(batch.abstract_BK1[b, int(n[b])]) >= 0 for b in range(batch.B))
