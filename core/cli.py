@@ -28,6 +28,7 @@ _IMPORTED_FILES: dict[Path, Any] = {}
 
 # bench target -> "module:function" (the function takes no arguments beyond its Typer options)
 BENCH_MODULES: dict[str, str] = {
+    "accuracy": "creditgym.benchmarks.accuracy:main",
     "credit": "creditgym.credit.bench:main",
     "head": "creditgym.trainers.bench_head:main",
     "reliability": "creditgym.benchmarks.reliability:main",
