@@ -287,7 +287,7 @@ class SubprocessSandbox(_LocalSandbox):
     level = "subprocess"
     network_isolated = False
 
-    def __init__(self, limits: SandboxLimits | None = None, python: str | None = None):
+    def __init__(self, limits: SandboxLimits | None = None, python: str | None = None, allow_root: bool = False):
         super().__init__(limits)
         self.python = python or sys.executable
         log.warning("sandbox level 'subprocess': resource limits only; it isolates neither network nor "
@@ -298,11 +298,17 @@ class SubprocessSandbox(_LocalSandbox):
             fallback = None if python else _interpreter_for(self.run_as)
             if fallback is not None:
                 self.python = fallback
-            else:
-                log.warning("sandbox level 'subprocess': %s cannot run as uid %d (is the interpreter readable by "
-                            "it?) and no system python3 can; sandboxed code runs as root: pass python= an "
-                            "interpreter that uid can run, or install bubblewrap", self.python, self.run_as[0])
+            elif allow_root:
+                log.warning("sandbox level 'subprocess': %s cannot run as uid %d and no system python3 can; "
+                            "allow_root=True: sandboxed code runs as host root", self.python, self.run_as[0])
                 self.run_as = None
+            else:
+                raise RuntimeError(
+                    f"sandbox level 'subprocess': {self.python} cannot run as uid {self.run_as[0]} (is the "
+                    "interpreter readable by it?) and no system python3 can, so sandboxed code would run as "
+                    "host root. Install bubblewrap (apt-get install bubblewrap), pass python= an interpreter "
+                    "that uid can run, or pass allow_root=True to accept running it as root"
+                )
 
     def _argv(self) -> list[str]:
         # The guard runs first, then main.py as __main__ (tracebacks keep main.py's own line numbers).

@@ -370,3 +370,14 @@ def test_subprocess_guard_refuses_signals_to_the_host() -> None:
     # Signal 0 only probes; without the guard the same call with SIGKILL ends the host process.
     r = make_sandbox("subprocess", LIMITS).run("import os\nos.kill(os.getppid(), 0)\nprint('SIGNALLED')\n")
     assert "sandbox: os.kill is not allowed" in r.stderr and "SIGNALLED" not in r.stdout
+
+
+def test_subprocess_level_refuses_to_run_as_root_without_a_usable_interpreter(monkeypatch) -> None:
+    import creditgym.envs.tools.sandbox as sbx
+
+    if os.geteuid() != 0:
+        pytest.skip("only a root host process can run code as root")
+    monkeypatch.setattr(sbx, "_runs_as", lambda python, run_as: False)
+    with pytest.raises(RuntimeError, match=r"host root.*bubblewrap.*allow_root=True"):
+        sbx.SubprocessSandbox(LIMITS)
+    assert sbx.SubprocessSandbox(LIMITS, allow_root=True).run_as is None  # an explicit opt-in only
