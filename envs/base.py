@@ -375,61 +375,46 @@ class TextEnv(gymnasium.Env[str, str]):
         components: Mapping[str, float] | None,
         hooks_may_fail: bool,
     ) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """`_finish_step`'s body, all or nothing: if a hook raises, the counters are rolled back before
+        the exception propagates. `hooks_may_fail` (the internal-error path) replaces a failing hook
+        by its fallback instead."""
+
+        def hook(fn: Callable[[], Any], fallback: Any) -> Any:
+            return _hook_or(fn, fallback) if hooks_may_fail else fn()
+
         mark = (self._turn, len(self._rewards), None if self._actions is None else len(self._actions))
         try:
-            return self._finish_step_unsafe(action, outcome, invalid, sanitized, state_key, components, hooks_may_fail)
+            if self._actions is not None:
+                self._actions.append(action)
+            self._turn += 1
+            reward = float(outcome.reward)
+            self._rewards.append(reward)
+            terminated = bool(outcome.terminated)
+            truncated = not terminated and self._turn >= self.max_turns
+            info: dict[str, Any] = dict(outcome.info)
+            key = str(state_key) if state_key is not None else hook(self._state_key, f"{self._last_state_key}|internal_error")
+            info.update(state_key=key, invalid=bool(invalid), turn=self._turn, turns_left=self.max_turns - self._turn)
+            if sanitized:
+                info["action_sanitized"] = True
+            if terminated or truncated:
+                final = components if components is not None else hook(self._final_components, {"success": 0.0})
+                comps = {k: float(v) for k, v in final.items()}
+                comps.setdefault("success", 0.0)
+                comps["return"] = float(sum(self._rewards))
+                info["reward_components"] = comps
+                self._done = True
+                self._store_backend_log()
+            obs = self._cut_obs(outcome.obs)
+            self._last_obs = obs
+            self._last_state_key = key
+            info["abstract_state"] = str(hook(self._abstract_state, key))
+            return obs, reward, terminated, truncated, info
         except BaseException:
             self._turn, self._done = mark[0], False
             del self._rewards[mark[1] :]
             if self._actions is not None and mark[2] is not None:
                 del self._actions[mark[2] :]
             raise
-
-    def _finish_step_unsafe(
-        self,
-        action: str,
-        outcome: Outcome,
-        invalid: bool,
-        sanitized: bool,
-        state_key: str | None,
-        components: Mapping[str, float] | None,
-        hooks_may_fail: bool,
-    ) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        if self._actions is not None:
-            self._actions.append(action)
-        self._turn += 1
-        reward = float(outcome.reward)
-        self._rewards.append(reward)
-        terminated = bool(outcome.terminated)
-        truncated = not terminated and self._turn >= self.max_turns
-        info: dict[str, Any] = dict(outcome.info)
-        if state_key is not None:
-            key = str(state_key)
-        elif hooks_may_fail:
-            key = _hook_or(self._state_key, f"{self._last_state_key}|internal_error")
-        else:
-            key = self._state_key()
-        info.update(state_key=key, invalid=bool(invalid), turn=self._turn, turns_left=self.max_turns - self._turn)
-        if sanitized:
-            info["action_sanitized"] = True
-        if terminated or truncated:
-            if components is not None:
-                final = components
-            elif hooks_may_fail:
-                final = _hook_or(self._final_components, {"success": 0.0})
-            else:
-                final = self._final_components()
-            comps = {k: float(v) for k, v in final.items()}
-            comps.setdefault("success", 0.0)
-            comps["return"] = float(sum(self._rewards))
-            info["reward_components"] = comps
-            self._done = True
-            self._store_backend_log()
-        obs = self._cut_obs(outcome.obs)
-        self._last_obs = obs
-        self._last_state_key = key
-        info["abstract_state"] = str(_hook_or(self._abstract_state, key) if hooks_may_fail else self._abstract_state())
-        return obs, reward, terminated, truncated, info
 
     def _internal_error_step(
         self, action: str, err: Exception, *, sanitized: bool = False
