@@ -349,15 +349,10 @@ def main(
     max_context_tokens: int = typer.Option(0, help="context token budget of the Collector (0: the policy's)"),
 ) -> None:
     """Measure every credit estimator's turn advantages against Monte-Carlo truth (docs/accuracy.md)."""
-    from creditgym.cli import import_env_source
+    from creditgym.cli import import_env_source, json_object_option
 
     env_id = import_env_source(env)
-    try:
-        kwargs = json.loads(env_kwargs)
-    except json.JSONDecodeError as e:
-        raise typer.BadParameter(f"--env-kwargs must be a JSON object, e.g. '{{\"hops\": 3}}': {e}") from e
-    if not isinstance(kwargs, dict):
-        raise typer.BadParameter(f"--env-kwargs must be a JSON object, got {env_kwargs!r}")
+    kwargs = json_object_option(env_kwargs, example='{"hops": 3}')
     names = None if estimators == "all" else [s.strip() for s in estimators.split(",") if s.strip()]
     report = measure_accuracy(
         env_id, policy, episodes=episodes, group_size=group_size, branches=branches, estimators=names, seed=seed,

@@ -67,6 +67,19 @@ def import_env_source(source: str) -> str:
     return env_id
 
 
+def json_object_option(raw: str, flag: str = "--env-kwargs", example: str = '{"topk": 1}') -> dict[str, Any]:
+    """Parse a command-line option that holds a JSON object (e.g. env kwargs), with an error naming it."""
+    import json
+
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise typer.BadParameter(f"{flag} must be a JSON object, e.g. '{example}': {e}") from e
+    if not isinstance(value, dict):
+        raise typer.BadParameter(f"{flag} must be a JSON object, got {raw!r}")
+    return value
+
+
 @app.command("envs")
 def envs_command() -> None:
     """List the registered creditgym envs with a one-line description each."""

@@ -175,15 +175,11 @@ def eval_settings(model: str | None, env_id: str, given: dict[str, Any], env_kwa
     base = {**EVAL_DEFAULTS, **{k: saved[k] for k in EVAL_DEFAULTS}} if saved else dict(EVAL_DEFAULTS)
     out = {k: (v if v is not None else base[k]) for k, v in given.items()}
     if env_kwargs_json is not None:
-        try:
-            kwargs = json.loads(env_kwargs_json)
-        except json.JSONDecodeError as e:
-            raise typer.BadParameter(f"--env-kwargs must be a JSON object, e.g. '{{\"topk\": 1}}': {e}") from e
-        if not isinstance(kwargs, dict):
-            raise typer.BadParameter(f"--env-kwargs must be a JSON object, got {env_kwargs_json!r}")
+        from creditgym.cli import json_object_option
+
+        out["env_kwargs"] = json_object_option(env_kwargs_json)
     else:
-        kwargs = dict(saved["env_kwargs"]) if saved else {}
-    out["env_kwargs"] = kwargs
+        out["env_kwargs"] = dict(saved["env_kwargs"]) if saved else {}
     return out
 
 
