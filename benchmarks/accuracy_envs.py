@@ -40,7 +40,15 @@ class ChainEnv(TextEnv):
         self.good: list[bool] = []
 
     def _new_task(self, rng: np.random.Generator, options: Mapping[str, Any]) -> Task:
-        return Task(f"chain/train/{self.length}", "train")
+        # The game is the same for every task; the seed picks a tagged copy, so different seeds are
+        # different tasks (gymnasium's and creditgym's checkers ask that of every env).
+        prefix = f"chain/train/{self.length}."
+        task_id = options.get("task_id")
+        if task_id is None:
+            return Task(f"{prefix}{int(rng.integers(0, 2**16)):04x}", "train")
+        if not str(task_id).startswith(prefix):
+            raise ValueError(f"bad chain task id {task_id!r}: expected {prefix}<4 hex digits>")
+        return Task(str(task_id), "train")
 
     def _first_obs(self) -> str:
         return f"Say g or b, {self.length} times, one per turn. Only all g wins."

@@ -235,3 +235,14 @@ def test_a_failing_estimator_becomes_a_row_not_a_crash():
     rows = {r.name: r for r in report.rows}
     assert rows["test_accuracy_broken"].skipped.startswith("failed: ValueError")
     assert rows["grpo"].skipped is None
+
+
+def test_chain_env_passes_both_checkers():
+    import gymnasium
+    from gymnasium.utils.env_checker import check_env as gymnasium_check_env
+
+    import creditgym
+    from creditgym.benchmarks.accuracy_envs import ENV_ID
+
+    creditgym.check_env(ENV_ID)
+    gymnasium_check_env(gymnasium.make(ENV_ID).unwrapped, skip_render_check=True)
