@@ -292,7 +292,7 @@ def test_subprocess_work_dir_watch_stops_a_fill_and_drops_its_files() -> None:
     r = sb.run(FILL.format(guard=512 * 2**20, where="fill-"))
     written = max([int(x) for x in r.stdout.split() if x.isdigit()], default=0)
     assert r.stopped == "disk_limit" and r.files is None
-    # the cap plus what one 20 ms watch period of writing adds on a loaded host (docs/sandbox.md):
+    # the cap plus what one 5 ms watch period of writing adds on a loaded host (docs/sandbox.md):
     # stopped far below the 512 MB the code would write unchecked
     assert written <= (8 + 96) * 2**20
 
