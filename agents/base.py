@@ -7,12 +7,15 @@ logprobs recorded at temperature 1.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Context", "Generation", "Policy", "Sampling", "Tokenizer", "TrainablePolicy"]
+__all__ = ["Context", "Generation", "Policy", "Sampling", "Tokenizer", "TrainablePolicy", "WeightSyncedGenerator"]
 
 
 @dataclass
@@ -78,12 +81,71 @@ class Policy(Protocol):
 
 @runtime_checkable
 class TrainablePolicy(Policy, Protocol):
-    """What trainers need beyond the Policy protocol."""
+    """Everything a trainer calls on the policy it trains (HFPolicy; `tiny.build` and
+    `pretrained.load` return one). Trainers call these methods and nothing else: no signature
+    sniffing, no `hasattr` probes. A policy without them (ScriptedPolicy, OpenAIPolicy, VLLMPolicy)
+    is not trainable; the trainers refuse it by this protocol (`isinstance(p, TrainablePolicy)`).
+
+    Every logits and logprob method follows the module docstring's logprob semantics; the shared
+    math is `creditgym.agents.logprobs` (full, masked and selected log-probabilities)."""
 
     model: torch.nn.Module
+    """The `nn.Module` the optimiser trains, LoRA adapters included."""
 
-    def forward_logits(self, ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor) -> torch.Tensor: ...
+    @property
+    def has_adapter(self) -> bool:
+        """True once LoRA adapters wrap the model (then `reference()` needs no copy of the weights)."""
+        ...
+
+    def base_model(self) -> torch.nn.Module:
+        """The model without its LoRA wrapper (PPO's critic copies or shares this network)."""
+        ...
+
+    def forward_logits(
+        self, ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor, logits_to_keep: int = 0
+    ) -> torch.Tensor:
+        """Logits `[B, T, V]` of a teacher-forced pass with gradients; `logits_to_keep=k > 0` returns
+        only the last k positions `[B, k, V]` (TRL's `logits_to_keep`: the LM head skips the rest)."""
+        ...
+
+    def forward_logits_at(
+        self, ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor, positions_BT: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits `[N, V]` at the N True positions of `positions_BT` (row-major), equal to
+        `forward_logits(ids_BT, attention_mask_BT)[positions_BT]`, the LM head run there only."""
+        ...
 
     def logprobs(
-        self, ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor, temperature: float = 1.0, grad: bool = False
-    ) -> torch.Tensor: ...
+        self,
+        ids_BT: torch.Tensor,
+        attention_mask_BT: torch.Tensor,
+        temperature: float = 1.0,
+        grad: bool = False,
+        mask_BT: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Log-probability `[B, T]` of each token given its prefix; with `mask_BT` only on the mask
+        (0 elsewhere, the LM head run there only); `grad=False` runs without gradients, chunked."""
+        ...
+
+    def reference(self) -> AbstractContextManager[Any]:
+        """A block inside which the policy is its own KL reference: the base model, adapters off
+        (raises when `has_adapter` is False: the trainer then keeps a frozen copy)."""
+        ...
+
+    def add_lora(
+        self, r: int = 8, alpha: int = 16, dropout: float = 0.0, target_modules: Sequence[str] | None = None
+    ) -> Any:
+        """Wrap the model in a peft LoRA adapter; only adapter weights stay trainable."""
+        ...
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model and tokenizer as a Hugging Face folder."""
+        ...
+
+
+@runtime_checkable
+class WeightSyncedGenerator(Policy, Protocol):
+    """A trainer's `generator=`: samples the episodes, and after each update takes the trained
+    policy's weights (VLLMPolicy: into the running engine; HFPolicy: a second copy)."""
+
+    def sync_from(self, policy: TrainablePolicy) -> Any: ...

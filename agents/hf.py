@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
-from creditgym.agents.base import Context, Generation, Sampling
+from creditgym.agents.base import Context, Generation, Sampling, TrainablePolicy
+from creditgym.agents.logprobs import masked_logprobs, token_logprobs
 
-__all__ = ["HFPolicy", "filter_logits", "sample_categorical", "select_positions", "selected_logprobs", "token_logprobs"]
+__all__ = ["HFPolicy", "filter_logits", "sample_categorical"]
 
 log = logging.getLogger(__name__)
 
@@ -28,47 +29,6 @@ log = logging.getLogger(__name__)
 def _position_ids(attention_mask_BT: torch.Tensor) -> torch.Tensor:
     """Positions counted over real tokens only, so left and right padding give the same values."""
     return (attention_mask_BT.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def token_logprobs(
-    logits_BTV: torch.Tensor, ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor, temperature: float = 1.0
-) -> torch.Tensor:
-    """`out[b, t] = log_softmax(logits[b, t-1] / temperature)[ids[b, t]]`, 0 where token t or its
-    predecessor is padding (the first real token has no prefix). Temperature 0 counts as 1."""
-    temp = float(temperature) if temperature and temperature > 0 else 1.0
-    scaled_BTV = logits_BTV[:, :-1].float() / temp
-    picked_BT = scaled_BTV.gather(-1, ids_BT[:, 1:, None].long()).squeeze(-1)
-    lp_BT = picked_BT - torch.logsumexp(scaled_BTV, dim=-1)
-    mask_BT = (attention_mask_BT[:, 1:] > 0) & (attention_mask_BT[:, :-1] > 0)
-    lp_BT = torch.where(mask_BT, lp_BT, torch.zeros_like(lp_BT))
-    return torch.cat([torch.zeros_like(lp_BT[:, :1]), lp_BT], dim=1)
-
-
-def select_positions(mask_BT: torch.Tensor, attention_mask_BT: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For a loss that reads tokens `mask_BT`: `sel_BT` (the tokens whose logprob is defined: masked,
-    not padding, with a real predecessor, t > 0) and `pos_BT` (the positions whose logits predict
-    them: `pos[b, t - 1] = sel[b, t]`). Boolean indexing with either gives the same row-major order."""
-    attn_BT = attention_mask_BT > 0
-    sel_BT = mask_BT.to(attn_BT.device).bool() & attn_BT
-    sel_BT[:, 1:] &= attn_BT[:, :-1]
-    sel_BT[:, 0] = False  # the first token has no prefix
-    pos_BT = torch.zeros_like(sel_BT)
-    pos_BT[:, :-1] = sel_BT[:, 1:]
-    return sel_BT, pos_BT
-
-
-def selected_logprobs(
-    logits_NV: torch.Tensor, ids_BT: torch.Tensor, sel_BT: torch.Tensor, temperature: float = 1.0
-) -> torch.Tensor:
-    """`token_logprobs` at the tokens `sel_BT` only, from the logits at their `pos_BT` (see
-    `select_positions`): `[B, T]` float32, 0 off `sel_BT`."""
-    dev = logits_NV.device
-    sel_BT = sel_BT.to(dev)
-    temp = float(temperature) if temperature and temperature > 0 else 1.0
-    scaled_NV = logits_NV.float() / temp
-    target_N = ids_BT.to(dev)[sel_BT].long()
-    lp_N = scaled_NV.gather(-1, target_N[:, None]).squeeze(-1) - torch.logsumexp(scaled_NV, dim=-1)
-    return torch.zeros(sel_BT.shape, dtype=torch.float32, device=dev).masked_scatter(sel_BT, lp_N)
 
 
 def filter_logits(scaled_BV: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -181,12 +141,13 @@ class HFPolicy:
             ids.update(int(i) for i in cfg_eos)
         return sorted(ids)
 
-    def _base_model(self) -> torch.nn.Module:
+    def base_model(self) -> torch.nn.Module:
+        """The model without its peft wrapper (the model itself when no LoRA adapter is on)."""
         get = getattr(self.model, "get_base_model", None)
         return get() if callable(get) else self.model
 
     def _cache_kwarg_name(self) -> str:
-        params = inspect.signature(type(self._base_model()).forward).parameters
+        params = inspect.signature(type(self.base_model()).forward).parameters
         return "cache" if "cache" in params else "past_key_values"
 
     # ----------------------------------------------------------------- device, adapters
@@ -231,7 +192,9 @@ class HFPolicy:
         with self.model.disable_adapter():
             yield self
 
-    disable_adapter = reference
+    def sync_from(self, policy: TrainablePolicy) -> None:
+        """Copy `policy.model`'s weights into this model (an HFPolicy as a trainer's `generator=`)."""
+        self.model.load_state_dict(policy.model.state_dict())
 
     # ----------------------------------------------------------------- teacher-forced passes
     def forward_logits(
@@ -267,14 +230,14 @@ class HFPolicy:
         return self._head_at(ids_BT, attention_mask_BT, positions_BT.bool())
 
     def _head_at(self, ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor, positions_BT: torch.Tensor) -> torch.Tensor:
-        base = self._base_model()
+        base = self.base_model()
         out = base.get_decoder()(
             input_ids=ids_BT, attention_mask=attention_mask_BT, position_ids=_position_ids(attention_mask_BT)
         )
         return base.get_output_embeddings()(out.last_hidden_state[positions_BT])
 
     def _check_head_split(self, ids_1T: torch.Tensor, attention_mask_1T: torch.Tensor) -> bool:
-        base = self._base_model()
+        base = self.base_model()
         if not callable(getattr(base, "get_decoder", None)) or base.get_output_embeddings() is None:
             return False
         pos_1T = attention_mask_1T > 0
@@ -335,16 +298,13 @@ class HFPolicy:
         grad: bool,
     ) -> torch.Tensor:  # fmt: skip
         if grad:  # one pass, as the full-logits grad path
-            sel_BT, pos_BT = select_positions(mask_BT, attention_mask_BT)
-            return selected_logprobs(self.forward_logits_at(ids_BT, attention_mask_BT, pos_BT), ids_BT, sel_BT, temperature)
+            return masked_logprobs(self, ids_BT, attention_mask_BT, mask_BT, temperature)[0]
         rows = max(1, self.max_batch_size)
         chunks = []
         with torch.no_grad(), self._eval_mode():
             for start in range(0, ids_BT.shape[0], rows):
-                ids_bT, attn_bT = ids_BT[start : start + rows], attention_mask_BT[start : start + rows]
-                sel_bT, pos_bT = select_positions(mask_BT[start : start + rows], attn_bT)
-                logits_NV = self.forward_logits_at(ids_bT, attn_bT, pos_bT)
-                chunks.append(selected_logprobs(logits_NV, ids_bT, sel_bT, temperature))
+                part = slice(start, start + rows)
+                chunks.append(masked_logprobs(self, ids_BT[part], attention_mask_BT[part], mask_BT[part], temperature)[0])
         return torch.cat(chunks, dim=0)
 
     @contextlib.contextmanager

@@ -16,8 +16,10 @@ from typing import Any
 
 import torch
 
-from creditgym.batch import prefix_node_ids
+from creditgym.agents.rollout import Collector
+from creditgym.agents.scripted import ScriptedPolicy
 from creditgym.store import RolloutStore
+from creditgym.token_batch import prefix_node_ids
 from creditgym.trajectory import Episode
 
 __all__ = ["expert_episodes", "load_episodes", "mc_values", "return_to_go", "sft_examples"]
@@ -103,9 +105,6 @@ def expert_episodes(
 ) -> list[Episode]:
     """Episodes of the family's scripted expert (`ScriptedPolicy.for_env`), tokenized with `tokenizer`
     (the student's, for SFT warm starts; the byte-level one when None), optionally streamed to a store."""
-    from creditgym.agents.rollout import Collector
-    from creditgym.agents.scripted import ScriptedPolicy
-
     policy = ScriptedPolicy.for_env(env_id, tokenizer=tokenizer, role=role, epsilon=epsilon, seed=seed)
     col = Collector(policy, env_id, group_size=group_size, env_kwargs=env_kwargs, store=store)
     try:

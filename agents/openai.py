@@ -1,7 +1,7 @@
 """OpenAIPolicy: any OpenAI-compatible HTTP endpoint (chat or completions) as a Policy.
 
 For evaluation, opponents, simulators and judges; not trainable. Requests run in a thread pool
-bounded by `max_concurrency`, each with a timeout and the retries of `envs._http.JsonClient`: exponential backoff
+bounded by `max_concurrency`, each with a timeout and the retries of `envs.http_client.JsonClient`: exponential backoff
 (`backoff_base_s * 2**i`, capped at 8 s) on timeouts, dropped connections, 429, 5xx and malformed
 responses; other 4xx fail at once. Token ids and logprobs come from the server when it returns
 them (vLLM's `token_ids` / `return_tokens_as_token_ids`, the OpenAI `logprobs` fields); otherwise
@@ -18,9 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from creditgym.agents.base import Context, Generation, Sampling
-from creditgym.agents.scripted.tokenizer import ByteTokenizer
-from creditgym.envs._http import DEFAULT_MAX_BODY_BYTES, JsonClient, preview
+from creditgym.agents.byte_tokenizer import ByteTokenizer
 from creditgym.envs.base import BackendError
+from creditgym.envs.http_client import DEFAULT_MAX_BODY_BYTES, JsonClient, preview
 
 __all__ = ["OpenAIError", "OpenAIPolicy"]
 

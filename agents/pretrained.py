@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from creditgym.agents.hf import HFPolicy
+from creditgym.agents.tiny import default_cache_root
 
 __all__ = ["MODELS", "GGUFModel", "cached_dir", "gguf_path", "load"]
 
@@ -72,7 +73,6 @@ def _file_fingerprint(path: Path) -> str:
 
 def cached_dir(name: str, cache_dir: str | Path | None = None) -> Path:
     """Where the dequantized float32 copy of `name` lives (created on first use)."""
-    from creditgym.agents.tiny import default_cache_root
 
     root = Path(cache_dir) if cache_dir is not None else default_cache_root() / "pretrained"
     return root / f"{name}-{_file_fingerprint(gguf_path(name))}"

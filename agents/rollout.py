@@ -27,6 +27,7 @@ import gymnasium
 import numpy as np
 
 from creditgym.agents.base import Context, Generation, Sampling
+from creditgym.agents.probes import apply_probes
 from creditgym.agents.rollout_chat import ChatRenderer, char_mask_to_token_mask
 from creditgym.agents.rollout_envs import EnvPool
 from creditgym.agents.rollout_history import (
@@ -44,11 +45,11 @@ from creditgym.agents.rollout_state import (
     build_episodes,
     prefix_conv,
 )
-from creditgym.batch import prefix_node_ids
 from creditgym.store import RolloutStore
+from creditgym.token_batch import prefix_node_ids
 from creditgym.trajectory import Episode, TaskSpec
 
-__all__ = ["Collector"]
+__all__ = ["Collector", "derive_seed"]
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,14 @@ class Collector:
         """Set `env.unwrapped.<name> = value` on every env, now and for envs created later (trainer
         state such as SimSearch's `training_step`)."""
         self.pool.set_attr(name, value)
+
+    def state_dict(self) -> dict[str, int]:
+        """The counters that make the next `collect` unique and seeded: its call and generation counts
+        (a trainer checkpoints them, so a resumed run gets the same group ids and sampling seeds)."""
+        return {"calls": self._calls, "gen_calls": self._gen_calls}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self._calls, self._gen_calls = int(state["calls"]), int(state["gen_calls"])
 
     def collect(self, num_groups: int, seed: int = 0, tasks: Sequence[TaskSpec] | None = None) -> list[Episode]:
         """Play `num_groups` groups of `group_size` episodes; group g resets every member with the
@@ -503,8 +512,6 @@ class Collector:
                         ep.meta["_prefix"] = m.spec.prefix
                 episodes.append(ep)
         if self.probes and episodes:
-            from creditgym.agents.probes import apply_probes
-
             t0 = time.perf_counter()
             episodes = apply_probes(self.probes, episodes, self.policy_for, matches[0].env.unwrapped.metadata)
             episodes = [_keep_prefix(ep) for ep in episodes]

@@ -24,9 +24,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium
 import torch
 
+import creditgym  # noqa: F401  (registers the env ids the tokenizer corpus is read from)
+from creditgym.agents.base import Context, Sampling
 from creditgym.agents.hf import HFPolicy
+from creditgym.agents.scripted import ScriptedPolicy
 
 __all__ = [
     "CHAT_TEMPLATE",
@@ -100,19 +104,10 @@ def default_cache_root() -> Path:
 
 
 def registered_env_ids() -> list[str]:
-    import gymnasium
-
-    import creditgym  # noqa: F401  (registers the env ids)
-
     return sorted(k for k in gymnasium.registry if k.startswith("creditgym/"))
 
 
 def _episode_texts(env_id: str, seed: int, max_steps: int, policies: dict[str | None, Any]) -> list[str]:
-    import gymnasium
-
-    from creditgym.agents.base import Context, Sampling
-    from creditgym.agents.scripted import ScriptedPolicy
-
     env = gymnasium.make(env_id)
     try:
         obs, info = env.reset(seed=seed)

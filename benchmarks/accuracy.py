@@ -24,14 +24,18 @@ from typing import Any
 import numpy as np
 import typer
 
+from creditgym.agents import probes
 from creditgym.agents.offline import mc_values, return_to_go
+from creditgym.agents.pretrained import load
 from creditgym.agents.rollout import Collector
+from creditgym.agents.scripted import ScriptedPolicy
 from creditgym.batch import CreditBatch
 from creditgym.benchmarks.accuracy_metrics import TurnTruth, agreement, noise_ceiling, truth_from_branches
 from creditgym.credit import ESTIMATORS, compute
 from creditgym.credit.registry import knob_default, trains_on_branches
-from creditgym.trainers.rl_base import excluded, mark_excluded_groups
-from creditgym.trajectory import Episode
+from creditgym.sources import import_env_source, json_object
+from creditgym.store import RolloutStore
+from creditgym.trajectory import Episode, excluded, mark_excluded_groups
 
 __all__ = ["AccuracyReport", "EstimatorRow", "TruthSummary", "main", "measure_accuracy", "measure_truth", "resolve_policy"]
 
@@ -145,11 +149,7 @@ def resolve_policy(policy: Any, env_id: str, epsilon: float = 0.0, seed: int = 0
     other object is used as the Policy (a model when it has a `model` attribute)."""
     if isinstance(policy, str):
         if policy == "scripted":
-            from creditgym.agents.scripted import ScriptedPolicy
-
             return ScriptedPolicy.for_env(env_id, epsilon=epsilon, seed=seed), f"scripted(epsilon={epsilon:g})", False
-        from creditgym.agents.pretrained import load
-
         return load(policy, seed=seed), policy, True
     return policy, type(policy).__name__, hasattr(policy, "model")
 
@@ -214,8 +214,6 @@ def _run_estimator(
     trained = [*base, *rollouts] if train else list(base)
     mc = [] if train else rollouts
     if needs.get("probe"):  # score the same episodes, as the Collector's probes would (agents/probes.py)
-        from creditgym.agents import probes
-
         probe = getattr(probes, PROBES[needs["probe"]])()
         trained = probes.apply_probes([probe], trained, collector.policy_for, metadata or {})
     if any(excluded(e) for e in mark_excluded_groups(rollouts)):
@@ -259,16 +257,19 @@ def measure_accuracy(
     epsilon: float = 0.4,
     history: Any = None,
     max_context_tokens: int | None = None,
+    save_episodes: str | None = None,
 ) -> AccuracyReport:
     """Measure every estimator in `estimators` (None: all of `creditgym.credit.ESTIMATORS`) against
     Monte-Carlo truth on `episodes` base episodes (rounded up to whole groups of `group_size`).
 
-    `env_id`: a registered id (resolve `FILE.py:ID` with `core.cli.import_env_source` first) or a list
+    `env_id`: a registered id (resolve `FILE.py:ID` with `creditgym.sources.import_env_source` first) or a list
     of env constructors. `policy`: "scripted" (the env's ScriptedPolicy at action noise `epsilon`),
     a model directory / known model name, or a Policy object. `branches`: M replay branches forked
     before every turn of every base episode for the truth (M >= 2). `gamma` discounts the truth.
     `history` and `max_context_tokens` go to the Collector (None: the env's history, the policy's context).
-    Estimators that need probes or a critic are listed as skipped with the reason.
+    Estimators that need probes or a critic are listed as skipped with the reason. `save_episodes`:
+    a RolloutStore path the base episodes are written to with their truth (`meta["mc_truth"]`, per turn
+    `adv`, `se`, `value`), which `creditgym view` shows beside each estimate.
     """
     if branches < 2:
         raise ValueError(f"branches must be >= 2 (the truth's error and noise ceiling need two halves), got {branches}")
@@ -299,6 +300,12 @@ def measure_accuracy(
         t1 = time.perf_counter()
         truth = measure_truth(collector, base, branches, gamma)
         truth_s = time.perf_counter() - t1
+        if save_episodes:
+            RolloutStore(save_episodes).extend(
+                dataclasses.replace(ep, meta={**ep.meta, "mc_truth": {
+                    k: getattr(truth, f"{k}_N")[truth.episode_N == b].tolist() for k in ("adv", "se", "value")}})
+                for b, ep in enumerate(base)
+            )  # fmt: skip
         rows = []
         metadata: dict[str, Any] | None = None
         for name in names:
@@ -347,17 +354,18 @@ def main(
     gamma: float = typer.Option(1.0, help="discount of the truth's returns"),
     history: str = typer.Option("", help="Collector history ('full', 'window', 'window:k'); default: the env's"),
     max_context_tokens: int = typer.Option(0, help="context token budget of the Collector (0: the policy's)"),
+    save_episodes: str = typer.Option("", help="write the base episodes with their truth to this .jsonl (for `creditgym view`)"),
 ) -> None:
     """Measure every credit estimator's turn advantages against Monte-Carlo truth (docs/accuracy.md)."""
-    from creditgym.cli import import_env_source, json_object_option
-
-    env_id = import_env_source(env)
-    kwargs = json_object_option(env_kwargs, example='{"hops": 3}')
+    try:
+        env_id, kwargs = import_env_source(env), json_object(env_kwargs, example='{"hops": 3}')
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
     names = None if estimators == "all" else [s.strip() for s in estimators.split(",") if s.strip()]
     report = measure_accuracy(
         env_id, policy, episodes=episodes, group_size=group_size, branches=branches, estimators=names, seed=seed,
         env_kwargs=kwargs, gamma=gamma, epsilon=epsilon, history=history or None,
-        max_context_tokens=max_context_tokens or None,
+        max_context_tokens=max_context_tokens or None, save_episodes=save_episodes or None,
     )  # fmt: skip
     typer.echo(report.table())
     if json_out:

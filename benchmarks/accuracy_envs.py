@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 import creditgym
+from creditgym.agents import register_scripted
 from creditgym.agents.base import Context
-from creditgym.agents.scripted import register_scripted
 from creditgym.envs import Invalid, Outcome, Parsed, Task, TextEnv
 
 __all__ = ["ENV_ID", "ChainEnv", "chain_advantages", "chain_values"]

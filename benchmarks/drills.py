@@ -5,7 +5,7 @@ Store drill: a subprocess appends Episodes with `RolloutStore` and prints each e
 file. Afterwards every acknowledged id must read back, `read()` must not raise (a torn line is
 tolerated only because the reader skips it), and no acknowledged id may sit on a torn line.
 
-Checkpoint drill: a subprocess saves checkpoints with `trainers.common.save_checkpoint` (write a temp
+Checkpoint drill: a subprocess saves checkpoints with `trainers.checkpoint.save_checkpoint` (write a temp
 file, fsync, rename) and prints each step after the save returns; after each SIGKILL the checkpoint
 file must load and hold a step no older than the last acknowledged one.
 """
@@ -21,6 +21,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from creditgym.store import RolloutStore
 
 __all__ = ["DrillRow", "checkpoint_kill_drill", "store_kill_drill"]
 
@@ -46,7 +48,7 @@ while True:
 _CHECKPOINT_WRITER = r"""
 import sys
 import torch
-from creditgym.trainers.common import save_checkpoint
+from creditgym.trainers.checkpoint import save_checkpoint
 
 path, seed = sys.argv[1], int(sys.argv[2])
 weights = torch.randn(1 << 20, generator=torch.Generator().manual_seed(seed))
@@ -105,8 +107,6 @@ def _run_and_kill(script: str, args: list[str], delay_s: float, timeout_s: float
 
 def store_kill_drill(kills: int = 10, seed: int = 0, max_delay_s: float = 0.3, workdir: str | None = None) -> DrillRow:
     """SIGKILL a RolloutStore writer `kills` times on one file; see the module doc."""
-    from creditgym.store import RolloutStore
-
     rng = random.Random(f"store/{seed}")
     row = DrillRow(name="store")
     t0 = time.perf_counter()

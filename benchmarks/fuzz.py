@@ -30,9 +30,11 @@ import gymnasium
 import numpy as np
 
 import creditgym  # noqa: F401  (registers the creditgym/ ids)
+from creditgym.agents import ByteTokenizer
 from creditgym.agents.base import Context, Generation, Sampling
-from creditgym.agents.scripted import ByteTokenizer, scripted_functions
+from creditgym.agents.rollout import Collector
 from creditgym.benchmarks.hostile import hostile_string, near_miss
+from creditgym.registry import scripted_functions
 
 __all__ = ["FuzzRow", "fuzz_collector", "fuzz_env", "registered_env_ids"]
 
@@ -313,8 +315,6 @@ class FuzzPolicy:
 
 def fuzz_collector(env_id: str, num_groups: int = 4, group_size: int = 2, seed: int = 0) -> dict[str, Any]:
     """Run `Collector.collect()` with FuzzPolicy; returns {"env_id", "episodes", "ok", "detail"}."""
-    from creditgym.agents.rollout import Collector
-
     try:
         # a byte-level tokenizer makes long prompts: give the context room, the budget is not under test
         col = Collector(FuzzPolicy(env_id, seed), env_id, group_size=group_size, max_context_tokens=1 << 16)

@@ -3,8 +3,8 @@
 For each name in `creditgym.credit.ESTIMATORS`, a batch of hand-built episodes gets NaN, +inf and -inf
 rewards in some groups. Two runs per estimator:
 
-* **with the trainer's drop** (the contract): the episodes go through `split_for_training` (trainers/
-  rl_base.py, which drops every group holding a non-finite reward), then `CreditBatch.from_episodes`
+* **with the trainer's drop** (the contract): the episodes go through `split_for_training` (core/
+  trajectory.py, which drops every group holding a non-finite reward), then `CreditBatch.from_episodes`
   and `credit.compute`; the row is *contained* when every advantage of every kept turn and action
   token is finite;
 * **without it** (informational): the poisoned episodes are packed as they are, and the row records
@@ -24,7 +24,7 @@ import torch
 
 from creditgym import CreditBatch, Episode, Turn
 from creditgym.credit import ESTIMATORS, compute
-from creditgym.trainers.rl_base import split_for_training
+from creditgym.trajectory import split_for_training
 
 __all__ = ["NonfiniteRow", "nonfinite_episodes", "run_estimator"]
 

@@ -27,6 +27,11 @@ from typing import Annotated, Any
 
 import typer
 
+from creditgym.benchmarks.drills import checkpoint_kill_drill, store_kill_drill
+from creditgym.benchmarks.fuzz import fuzz_collector, fuzz_env, registered_env_ids
+from creditgym.benchmarks.nonfinite import nonfinite_episodes, run_estimator
+from creditgym.credit import ESTIMATORS
+
 __all__ = ["AREAS", "Row", "area_summary", "drill_rows", "fuzz_rows", "http_rows", "main", "nonfinite_rows", "run", "sandbox_rows"]
 
 log = logging.getLogger(__name__)
@@ -71,8 +76,6 @@ def fuzz_rows(
     collector_groups: int = 4,
 ) -> list[Row]:
     """One row per env (fuzzed steps) and one per env for `Collector.collect()` with the fuzz policy."""
-    from creditgym.benchmarks.fuzz import fuzz_collector, fuzz_env, registered_env_ids
-
     rows = []
     for env_id in env_ids or registered_env_ids():
         r = fuzz_env(env_id, actions, seed=seed, hang_s=hang_s)
@@ -145,8 +148,6 @@ def http_rows(timeout_s: float = 1.0, matrix: Callable[..., list[dict[str, Any]]
 
 def drill_rows(kills: int = 50, checkpoint_kills: int | None = None, seed: int = 0) -> list[Row]:
     """The store and checkpoint SIGKILL drills (`checkpoint_kills` defaults to `kills`)."""
-    from creditgym.benchmarks.drills import checkpoint_kill_drill, store_kill_drill
-
     rows = []
     for d in (store_kill_drill(kills, seed=seed), checkpoint_kill_drill(kills if checkpoint_kills is None else checkpoint_kills, seed=seed)):
         note = f"{d.acknowledged} acknowledged, {d.recovered} recovered, {d.torn_lines} torn lines skipped"
@@ -158,9 +159,6 @@ def drill_rows(kills: int = 50, checkpoint_kills: int | None = None, seed: int =
 def nonfinite_rows() -> list[Row]:
     """One row per registered estimator: contained after the trainer's group drop; `detail` says what
     happens without the drop (informational)."""
-    from creditgym.benchmarks.nonfinite import nonfinite_episodes, run_estimator
-    from creditgym.credit import ESTIMATORS
-
     episodes = nonfinite_episodes()
     rows = []
     for name in sorted(ESTIMATORS):

@@ -23,6 +23,15 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from creditgym.agents import Context, OpenAIPolicy, Sampling
+from creditgym.envs.base import BackendError
+from creditgym.envs.http_client import DEFAULT_MAX_BODY_BYTES, JsonClient
+from creditgym.envs.redteam.backends import ChatEndpoint, judge_canary_endpoint
+from creditgym.envs.redteam.game import build_game
+from creditgym.envs.search.retrievers import HttpRetriever
+from creditgym.envs.selfsearch.simsearch_env import SimSearchEnv
+from creditgym.envs.tools.mcp_client import MCPClient, MCPError
+
 __all__ = ["CLIENTS", "FAULTS", "FaultServer", "http_fault_matrix"]
 
 log = logging.getLogger(__name__)
@@ -174,8 +183,6 @@ request and returns a short outcome ("ok ..." or "error ...") or raises the clie
 
 
 def _json_client(url: str, lim: _Limits) -> tuple[Call, Callable[[], None]]:
-    from creditgym.envs._http import JsonClient
-
     c = JsonClient(url, timeout_s=lim.timeout_s, backoff_base_s=0.02, max_body_bytes=lim.max_body_bytes)
 
     def call() -> str:
@@ -186,15 +193,11 @@ def _json_client(url: str, lim: _Limits) -> tuple[Call, Callable[[], None]]:
 
 
 def _retriever(url: str, lim: _Limits) -> tuple[Call, Callable[[], None]]:
-    from creditgym.envs.search.retrievers import HttpRetriever
-
     r = HttpRetriever(url + "/retrieve", timeout_s=lim.timeout_s, backoff_base_s=0.02, max_body_bytes=lim.max_body_bytes)
     return (lambda: f"ok {len(r.search('Velmora', 3))} docs"), r.close
 
 
 def _openai_policy(url: str, lim: _Limits) -> tuple[Call, Callable[[], None]]:
-    from creditgym.agents import Context, OpenAIPolicy, Sampling
-
     p = OpenAIPolicy(url + "/v1", "m", timeout_s=lim.timeout_s, backoff_base_s=0.02, max_body_bytes=lim.max_body_bytes)
 
     def call() -> str:
@@ -205,16 +208,11 @@ def _openai_policy(url: str, lim: _Limits) -> tuple[Call, Callable[[], None]]:
 
 
 def _redteam_victim(url: str, lim: _Limits) -> tuple[Call, Callable[[], None]]:
-    from creditgym.envs.redteam.backends import ChatEndpoint
-
     ep = ChatEndpoint(url + "/v1", "m", timeout_s=lim.timeout_s, backoff_base_s=0.02, max_body_bytes=lim.max_body_bytes)
     return (lambda: f"ok {len(ep.complete(ep.request([{'role': 'user', 'content': 'hi'}])))} chars"), ep.client.close
 
 
 def _redteam_judge(url: str, lim: _Limits) -> tuple[Call, Callable[[], None]]:
-    from creditgym.envs.redteam.backends import ChatEndpoint, judge_canary_endpoint
-    from creditgym.envs.redteam.game import build_game
-
     ep = ChatEndpoint(url + "/v1", "judge", timeout_s=lim.timeout_s, backoff_base_s=0.02, max_body_bytes=lim.max_body_bytes)
     game = build_game("canary-L0-00000000")
 
@@ -226,8 +224,6 @@ def _redteam_judge(url: str, lim: _Limits) -> tuple[Call, Callable[[], None]]:
 
 
 def _simsearch_llm(url: str, lim: _Limits) -> tuple[Call, Callable[[], None]]:
-    from creditgym.envs.selfsearch.simsearch_env import SimSearchEnv
-
     # the env keeps JsonClient's default 16 MiB cap: its constructor has no max_body_bytes knob
     env = SimSearchEnv(split="test", source="llm", llm_url=url + "/v1", llm_model="m", timeout_s=lim.timeout_s,
                        backoff_base_s=0.02)
@@ -243,8 +239,6 @@ def _simsearch_llm(url: str, lim: _Limits) -> tuple[Call, Callable[[], None]]:
 
 
 def _mcp_http(url: str, lim: _Limits) -> tuple[Call, Callable[[], None]]:
-    from creditgym.envs.tools.mcp_client import MCPClient
-
     # a fake server is no MCP server: every fault must end as a clean MCPError within start_timeout_s
     def call() -> str:
         MCPClient([{"name": "srv", "url": url + "/mcp"}], timeout_s=lim.timeout_s, start_timeout_s=lim.deadline_s,
@@ -266,12 +260,8 @@ CLIENTS: dict[str, Client] = {
 
 
 def _clean_errors() -> tuple[type[BaseException], ...]:
-    from creditgym.envs.base import BackendError
-
     errors: list[type[BaseException]] = [BackendError]
     try:
-        from creditgym.envs.tools.mcp_client import MCPError
-
         errors.append(MCPError)
     except ImportError:  # pragma: no cover - mcp_client itself has no hard dependency
         pass
@@ -335,8 +325,6 @@ def http_fault_matrix(timeout_s: float = 1.0, clients: tuple[str, ...] | None = 
     the call raised anything but the client's clean error, took longer than that deadline plus
     max(1 s, timeout_s), or its traced memory peaked above 3 caps plus 8 MiB (the cap is
     `max_body_bytes`, 16 MiB for simsearch_llm, which keeps the default)."""
-    from creditgym.envs._http import DEFAULT_MAX_BODY_BYTES
-
     names = clients or tuple(CLIENTS)
     lim = _Limits(timeout_s=timeout_s, deadline_s=2 * timeout_s, max_body_bytes=max_body_bytes)
     rows = []

@@ -18,7 +18,6 @@ estimators never see rows.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,32 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from creditgym.token_batch import dense_ids, from_token_tensors, prefix_node_ids, to_token_tensors
 from creditgym.trajectory import Episode
 
-__all__ = ["CreditBatch", "prefix_node_ids"]
-
-_MASK63 = (1 << 63) - 1
-
-
-def prefix_node_ids(group_key: str, action_ids_per_turn: Sequence[Sequence[int]]) -> tuple[int, ...]:
-    """Stable prefix-tree node ids: a blake2b chain over the group key and each turn's action ids.
-
-    Two episodes of the same group with the same action prefix through turn k get the same id at k
-    (and at every earlier turn). Python's `hash` is salted per process, so it is never used here.
-    """
-    h = hashlib.blake2b(group_key.encode(), digest_size=8).digest()
-    out = []
-    for ids in action_ids_per_turn:
-        m = hashlib.blake2b(h, digest_size=8)
-        m.update(np.asarray(ids, dtype=np.int64).tobytes())
-        m.update(b"|")
-        h = m.digest()
-        out.append(int.from_bytes(h, "little") & _MASK63)
-    return tuple(out)
-
-
-def _dense_ids(keys: list[Any], lookup: dict[Any, int]) -> list[int]:
-    return [lookup.setdefault(k, len(lookup)) for k in keys]
+__all__ = ["CreditBatch"]
 
 
 @dataclass(frozen=True)
@@ -159,6 +136,9 @@ class CreditBatch:
         return out
 
     # ------------------------------------------------------------------ packing
+    from_token_tensors = classmethod(from_token_tensors)  # an engine's token tensors (core/token_batch.py)
+    to_token_tensors = to_token_tensors  # and back: a [B, T] tensor onto that engine layout
+
     @classmethod
     def from_episodes(
         cls,
@@ -194,7 +174,7 @@ class CreditBatch:
         state_lookup: dict[str, int] = {}
         node_lookup: dict[int, int] = {}
         group_lookup: dict[tuple[str, str], int] = {}
-        group = _dense_ids([(ep.group_id, ep.role) for ep in episodes], group_lookup)
+        group = dense_ids([(ep.group_id, ep.role) for ep in episodes], group_lookup)
         probe_key = _resolve_probe_key(episodes, probe_key)
         probe = np.zeros((B, K + 1), np.float64) if probe_key is not None else None
         has_greedy = any("greedy_return" in ep.meta for ep in episodes)
@@ -205,11 +185,11 @@ class CreditBatch:
         for b, ep in enumerate(episodes):
             n = ep.num_turns
             rewards[b, :n] = [t.reward for t in ep.turns]
-            state[b, :n] = _dense_ids([t.state_key for t in ep.turns], state_lookup)
+            state[b, :n] = dense_ids([t.state_key for t in ep.turns], state_lookup)
             raw_nodes = ep.node_ids
             if raw_nodes is None:
                 raw_nodes = prefix_node_ids(f"{ep.group_id}\x00{ep.role}", [t.action_ids for t in ep.turns])
-            node[b, :n] = _dense_ids(list(raw_nodes), node_lookup)
+            node[b, :n] = dense_ids(list(raw_nodes), node_lookup)
             pos = 0
             for k, t in enumerate(ep.turns):
                 no, na = len(t.obs_ids), len(t.action_ids)
@@ -409,7 +389,7 @@ def _pack_abstract(episodes: Sequence[Episode], n_B: np.ndarray, K: int) -> np.n
     lookup: dict[str, int] = {}
     for b, ep in enumerate(episodes):
         keys = [str(t.info.get("abstract_state", f"state_key:{t.state_key}")) for t in ep.turns]
-        out[b, : n_B[b]] = _dense_ids(keys, lookup)
+        out[b, : n_B[b]] = dense_ids(keys, lookup)
         if "final_abstract_state" in ep.meta:
             out[b, n_B[b]] = lookup.setdefault(str(ep.meta["final_abstract_state"]), len(lookup))
     return out

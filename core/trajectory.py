@@ -8,13 +8,28 @@ lists, dicts with str keys): that is what makes the JSON round trip lossless.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["Episode", "TaskSpec", "Turn"]
+__all__ = [
+    "EXCLUDED",
+    "MC_ROLLOUT",
+    "Episode",
+    "TaskSpec",
+    "Turn",
+    "episode_metrics",
+    "episode_success",
+    "excluded",
+    "mark_excluded_groups",
+    "nonfinite_reward",
+    "split_for_training",
+    "zero_advantage_view",
+]
 
 
 def _as_int_tuple(xs: Sequence[int] | None) -> tuple[int, ...]:
@@ -177,3 +192,94 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, tuple):
         return list(v)
     return v
+
+
+# ---------------------------------------------------------------------- episode helpers (read by trainers,
+# evaluation and benchmarks; they live here, beside the data they read)
+
+MC_ROLLOUT = "mc_rollout"
+"""`Episode.meta` key of branch rollouts kept only for Monte-Carlo values (not trained on)."""
+EXCLUDED = "train_excluded"
+"""`Episode.meta` key: why an episode's group is left out of training ("nonfinite_reward",
+"generation_error"; the Collector sets it, and `mark_excluded_groups` checks rewards itself)."""
+
+
+def episode_success(ep: Episode) -> float:
+    """`outcome["success"]` when the env reports it, else 1.0 for a positive return."""
+    if "success" in ep.outcome:
+        return float(ep.outcome["success"])
+    return 1.0 if ep.total_reward > 0 else 0.0
+
+
+def nonfinite_reward(ep: Episode) -> bool:
+    """True when a turn reward, a numeric outcome entry or the greedy-baseline return is NaN or inf."""
+    if any(not math.isfinite(float(t.reward)) for t in ep.turns):
+        return True
+    values = [*ep.outcome.values(), ep.meta.get("greedy_return", 0.0)]
+    return any(isinstance(v, (int, float)) and not math.isfinite(float(v)) for v in values)
+
+
+def excluded(ep: Episode) -> bool:
+    """Whether the episode's group is left out of training (`meta["train_excluded"]`)."""
+    return bool(ep.meta.get(EXCLUDED))
+
+
+def mark_excluded_groups(episodes: Sequence[Episode]) -> list[Episode]:
+    """Set `meta["train_excluded"]` on every episode of a group (same `group_id`) that holds an
+    excluded episode or one with a non-finite reward (METHODS.md 1.9): the whole group is dropped,
+    since its baseline is poisoned. The reason is the Collector's, else "nonfinite_reward"."""
+    reason: dict[str, str] = {}
+    for e in episodes:
+        why = e.meta.get(EXCLUDED) or ("nonfinite_reward" if nonfinite_reward(e) else None)
+        if why:
+            reason.setdefault(e.group_id, str(why))
+    if not reason:
+        return list(episodes)
+    return [
+        dataclasses.replace(e, meta={**e.meta, EXCLUDED: e.meta.get(EXCLUDED) or reason[e.group_id]})
+        if e.group_id in reason else e
+        for e in episodes
+    ]  # fmt: skip
+
+
+def zero_advantage_view(ep: Episode) -> Episode:
+    """What a task sampler sees of a dropped group's episode: every reward and outcome 0, so the
+    group counts as a zero-advantage group (all-equal returns)."""
+    turns = tuple(dataclasses.replace(t, reward=0.0) for t in ep.turns)
+    outcome = {k: 0.0 if isinstance(v, (int, float)) else v for k, v in ep.outcome.items()}
+    return dataclasses.replace(ep, turns=turns, outcome=outcome)
+
+
+def split_for_training(episodes: Sequence[Episode]) -> tuple[list[Episode], list[Episode], dict[str, float]]:
+    """(trained episodes, Monte-Carlo-only rollouts, drop metrics): groups marked `train_excluded`
+    leave both lists and are counted per reason as `dropped_groups_<reason>` and `dropped_groups`."""
+    marked = mark_excluded_groups(episodes)
+    reasons: dict[str, str] = {e.group_id: str(e.meta[EXCLUDED]) for e in marked if excluded(e)}
+    metrics = {"dropped_groups": float(len(reasons)), "dropped_groups_nonfinite": 0.0,
+               "dropped_groups_generation_error": 0.0}  # fmt: skip
+    for why in reasons.values():
+        key = "dropped_groups_nonfinite" if why == "nonfinite_reward" else f"dropped_groups_{why}"
+        metrics[key] = metrics.get(key, 0.0) + 1.0
+    kept = [e for e in marked if not excluded(e)]
+    trained = [e for e in kept if not e.meta.get(MC_ROLLOUT)]
+    rollouts = [e for e in kept if e.meta.get(MC_ROLLOUT)]
+    return trained, rollouts, metrics
+
+
+def episode_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
+    """Means over `episodes` of reward, success, turns, invalid actions and truncations, with counts
+    of episodes, backend and internal errors and action tokens ({} for no episodes)."""
+    if not episodes:
+        return {}
+    n = len(episodes)
+    return {
+        "reward": sum(e.total_reward for e in episodes) / n,
+        "success": sum(episode_success(e) for e in episodes) / n,
+        "turns": sum(e.num_turns for e in episodes) / n,
+        "invalid_frac": sum(t.invalid for e in episodes for t in e.turns) / max(sum(e.num_turns for e in episodes), 1),
+        "episodes": float(n),
+        "collector_truncated": sum(bool(e.outcome.get("collector_truncated")) for e in episodes) / n,
+        "backend_errors": float(sum("backend_error" in t.info for e in episodes for t in e.turns)),
+        "internal_errors": float(sum("internal_error" in t.info for e in episodes for t in e.turns)),
+        "action_tokens": float(sum(len(t.action_ids) for e in episodes for t in e.turns)),
+    }

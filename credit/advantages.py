@@ -1,4 +1,7 @@
-"""The `Advantages` result, the turn -> token broadcast and batch whitening (CREDIT.md 1.4, 1.5)."""
+"""The `Advantages` result, the turn -> token broadcast and batch whitening (CREDIT.md 1.4, 1.5).
+
+`make_advantages` finishes every vectorised estimator; `make_advantages_loop` (bottom) every loop reference.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +12,14 @@ import torch
 from torch import Tensor
 
 from creditgym.batch import CreditBatch
-from creditgym.credit.metrics import ZERO_TOL, standard_metrics
-from creditgym.credit.ops import row_blocks
+from creditgym.credit.group_stats import Ep
+from creditgym.credit.metrics import ZERO_TOL, standard_metrics, standard_metrics_loop
+from creditgym.credit.token_layout import row_blocks
 
 __all__ = [
-    "Advantages",
-    "broadcast_to_tokens",
-    "make_advantages",
-    "token_counts",
-    "whiten_stats",
-    "whiten_tokens_",
-]
+    "Advantages", "broadcast_loop", "broadcast_to_tokens", "make_advantages", "make_advantages_loop",
+    "token_counts", "whiten_stats", "whiten_tokens_",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def broadcast_to_tokens(turn_BK: Tensor, token_turn_BT: Tensor, loss_mask_BT: Te
 
     With `loss_mask_BT=None` every action token gets its turn's value (used for value targets).
     Padding and masked tokens point at an extra zero column, so one lookup does everything; row
-    blocks keep the int64 index small (see `ops.row_blocks`).
+    blocks keep the int64 index small (see `token_layout.row_blocks`).
     """
     return _broadcast(turn_BK, token_turn_BT, loss_mask_BT)[0]
 
@@ -173,3 +173,33 @@ def make_advantages(
         returns_BK = torch.where(mask_BK, returns_BK, torch.zeros_like(returns_BK))
     metrics = standard_metrics(batch, turn_BK, zero_tokens, extras or {})
     return Advantages(turn_BK, token_BT, metrics, clip_scale_BK, returns_BK, returns_BT)
+
+
+def broadcast_loop(eps_: list[Ep], turn: list[list[float]]) -> list[list[float]]:
+    """`broadcast_to_tokens` (CREDIT.md 1.5) by loops."""
+    return [[turn[e.b][k] if k >= 0 and e.loss[t] else 0.0 for t, k in enumerate(e.tok_turn)] for e in eps_]
+
+
+def make_advantages_loop(
+    batch: CreditBatch,
+    eps_: list[Ep],
+    turn: list[list[float]],
+    token: list[list[float]] | None = None,
+    extras: dict[str, float] | None = None,
+    **optional: list[list[float]] | None,
+) -> Advantages:
+    """`make_advantages` by loops: zero the padding, broadcast, the metrics, tensors like the batch's."""
+    turn = [[turn[e.b][k] if k < e.n else 0.0 for k in range(batch.K)] for e in eps_]
+    if token is None:
+        token = broadcast_loop(eps_, turn)
+    else:
+        token = [[x if e.loss[t] else 0.0 for t, x in enumerate(token[e.b])] for e in eps_]
+    metrics = standard_metrics_loop(eps_, turn, token)
+    metrics.update(extras or {})
+    dt, dev = batch.rewards_BK.dtype, batch.device
+
+    def tens(x: list[list[float]] | None) -> Tensor | None:
+        return None if x is None else torch.tensor(x, dtype=dt, device=dev)
+
+    kw = {name: tens(v) for name, v in optional.items()}
+    return Advantages(tens(turn), tens(token), metrics, **kw)  # type: ignore[arg-type]

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from creditgym.batch import CreditBatch
-
-if TYPE_CHECKING:
-    from creditgym.credit.advantages import Advantages
+from creditgym.credit.advantages import Advantages
 
 __all__ = ["describe"]
 

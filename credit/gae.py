@@ -1,10 +1,13 @@
 """Generalized Advantage Estimation at token, turn and hierarchical level (CREDIT.md section 3).
 
 Schulman et al., arXiv 1506.02438; the hierarchical form follows ArCHer (arXiv 2402.19446) and
-VAGEN's bi-level GAE (arXiv 2510.16907) as CREDIT.md 3 defines it.
+VAGEN's bi-level GAE (arXiv 2510.16907) as CREDIT.md 3 defines it. The token-level kernel is in
+`token_gae`; `gae_loop` is the loop reference of all three levels (CREDIT.md 9.1).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -14,20 +17,22 @@ from creditgym.credit.advantages import (
     Advantages,
     broadcast_to_tokens,
     make_advantages,
+    make_advantages_loop,
     token_counts,
     whiten_stats,
     whiten_tokens_,
 )
-from creditgym.credit.layout import whiten_turns
-from creditgym.credit.ops import rtg
+from creditgym.credit.group_stats import Ep, episodes_of, mean, whiten_turns
 from creditgym.credit.registry import check_choice, check_finite, register_estimator, require
-from creditgym.credit.token_gae import token_level, turn_edges
+from creditgym.credit.returns import rtg
+from creditgym.credit.token_gae import token_level
 
-__all__ = ["bootstrap_values_B", "gae", "next_values_BK", "turn_edges", "turn_gae_BK"]
+__all__ = ["bootstrap_values_B", "gae", "next_values_BK", "turn_gae_BK"]
 
 _HOW_VALUES = "train with PPOTrainer (critic) or attach them with batch.with_values(values_BK=...)"
 
 
+# ---------------------------------------------------------------- bootstrap values and turn-level GAE (1.3, 3)
 def bootstrap_values_B(name: str, batch: CreditBatch, bootstrap_truncated: bool) -> Tensor:
     """`values_BK[b, n_b]` for truncated episodes when bootstrapping, else 0 (CREDIT.md 1.3)."""
     dt = batch.rewards_BK.dtype
@@ -73,7 +78,89 @@ def turn_gae_BK(
     return rtg(delta, gamma * lam)
 
 
-@register_estimator("gae", needs={"values": "critic"})
+# ---------------------------------------------------------------- gae (3)
+def _boot(e: Ep, bootstrap: bool) -> float:
+    return e.values[e.n] if (bootstrap and e.truncated and e.n > 0 and e.values is not None) else 0.0
+
+
+def _turn_gae(e: Ep, gamma: float, lam: float, boot: float) -> list[float]:
+    A, acc = [0.0] * e.n, 0.0
+    assert e.values is not None
+    for k in range(e.n - 1, -1, -1):
+        v_next = e.values[k + 1] if k + 1 < e.n else boot
+        acc = e.r[k] + gamma * v_next - e.values[k] + gamma * lam * acc
+        A[k] = acc
+    return A
+
+
+def _token_gae(e: Ep, rewards: list[float], gamma: float, lam: float, boot: float, restart: bool) -> list[float]:
+    """GAE over action tokens; rewards[k] on turn k's last action token; per-turn restart if asked."""
+    assert e.tok_values is not None
+    out = [0.0] * len(e.tok_turn)
+    acts = e.action_tokens()
+    acc, v_next = 0.0, boot
+    for i in range(len(acts) - 1, -1, -1):
+        t, k = acts[i]
+        is_last = i == len(acts) - 1 or acts[i + 1][1] != k
+        if restart and is_last:
+            acc, v_next = 0.0, 0.0
+        delta = (rewards[k] if is_last else 0.0) + gamma * v_next - e.tok_values[t]
+        acc = delta + gamma * lam * acc
+        out[t] = acc
+        v_next = e.tok_values[t]
+    return out
+
+
+def gae_loop(batch: CreditBatch, level: str = "token", gamma: float = 1.0, lam: float = 0.95,
+             bootstrap_truncated: bool = True, whiten: bool = True, gamma_token: float = 1.0,
+             lam_token: float = 1.0) -> Advantages:  # fmt: skip
+    eps_ = episodes_of(batch, token_values=level != "turn")
+    turn = [[0.0] * batch.K for _ in eps_]
+    token = [[0.0] * batch.T for _ in eps_]
+    ret_K = [[0.0] * batch.K for _ in eps_]
+    ret_T = [[0.0] * batch.T for _ in eps_]
+    for e in eps_:
+        boot = _boot(e, bootstrap_truncated)
+        acts = e.action_tokens()
+        if level in ("turn", "hierarchical"):
+            A_T = _turn_gae(e, gamma, lam, boot)
+            assert e.values is not None
+            G_T = [A_T[k] + e.values[k] for k in range(e.n)]
+            turn[e.b][: e.n] = A_T
+            ret_K[e.b][: e.n] = G_T
+        if level == "turn":
+            for t, k in acts:
+                token[e.b][t] = A_T[k]
+                ret_T[e.b][t] = G_T[k]
+            continue
+        if level == "token":
+            inner = _token_gae(e, e.r, gamma, lam, boot, restart=False)
+        else:
+            inner = _token_gae(e, G_T, gamma_token, lam_token, 0.0, restart=True)
+        assert e.tok_values is not None
+        seen: set[int] = set()
+        for t, k in acts:
+            token[e.b][t] = inner[t]
+            ret_T[e.b][t] = inner[t] + e.tok_values[t]
+            if level == "token" and k not in seen:
+                turn[e.b][k] = inner[t]
+                ret_K[e.b][k] = inner[t] + e.tok_values[t]
+            seen.add(k)
+    if whiten:
+        pool = [token[e.b][t] for e in eps_ for t in range(len(e.loss)) if e.loss[t]]
+        if len(pool) >= 2:
+            mu = mean(pool)
+            sd = math.sqrt(sum((x - mu) ** 2 for x in pool) / (len(pool) - 1) + 1e-8)
+            token = [[(x - mu) / sd for x in row] for row in token]
+            turn = [[(x - mu) / sd for x in row] for row in turn]
+        else:
+            token = [[0.0] * batch.T for _ in eps_]
+            turn = [[0.0] * batch.K for _ in eps_]
+    used = sum(bootstrap_truncated and e.truncated and e.n > 0 for e in eps_) / len(eps_)
+    return make_advantages_loop(batch, eps_, turn, token, {"gae/frac_bootstrapped": used}, returns_BK=ret_K, returns_BT=ret_T)
+
+
+@register_estimator("gae", needs={"values": "critic"}, loop=gae_loop)
 def gae(
     batch: CreditBatch,
     *,

@@ -1,4 +1,7 @@
-"""GiGPO: Group-in-Group Policy Optimization (arXiv 2505.10978), CREDIT.md section 5."""
+"""GiGPO: Group-in-Group Policy Optimization (arXiv 2505.10978), CREDIT.md section 5.
+
+The loop reference (`gigpo_loop`, CREDIT.md 9.1), then the vectorised estimator and its metrics.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,20 @@ import torch
 from torch import Tensor
 
 from creditgym.batch import CreditBatch
-from creditgym.credit.advantages import Advantages, make_advantages
-from creditgym.credit.layout import episode_groups, group_z
-from creditgym.credit.ops import SINGLETON_RULES, flat_group_BK, normalize, rtg
+from creditgym.credit.advantages import Advantages, make_advantages, make_advantages_loop
+from creditgym.credit.group_stats import (
+    SINGLETON_RULES,
+    episode_groups,
+    episodes_of,
+    flat_group_BK,
+    group_z,
+    groups_of,
+    mean,
+    normalize,
+    z,
+)
 from creditgym.credit.registry import check_choice, register_estimator
+from creditgym.credit.returns import rtg, rtg_loop
 
 __all__ = ["gigpo"]
 
@@ -28,7 +41,40 @@ def _anchor_metrics(cnt_S: Tensor, member_cnt_N: Tensor, n_valid: Tensor) -> dic
     return out
 
 
-@register_estimator("gigpo")
+def gigpo_loop(batch: CreditBatch, gamma: float = 0.95, omega: float = 1.0, norm: str = "mean",
+               episode_stats: str = "steps", singleton: str = "raw", eps: float = 1e-6) -> Advantages:  # fmt: skip
+    eps_ = episodes_of(batch)
+    groups = groups_of(eps_)
+    use_std = norm == "std"
+    X = {e.b: rtg_loop(e.r, gamma) for e in eps_}
+    anchors: dict[tuple[int, int], list[float]] = {}
+    for e in eps_:
+        for k in range(e.n):
+            anchors.setdefault((e.g, e.state[k]), []).append(X[e.b][k])
+    turn = [[0.0] * batch.K for _ in eps_]
+    shares, singles = [], 0
+    for e in eps_:
+        if not e.n:
+            continue
+        G = groups[e.g]
+        E = [o.R for o in G for _ in range(o.n)] if episode_stats == "steps" else [o.R for o in G]
+        A_E = z(e.R, E, eps, use_std, singleton)
+        for k in range(e.n):
+            S = anchors[(e.g, e.state[k])]
+            singles += len(S) == 1
+            A_S = z(X[e.b][k], S, eps, use_std)
+            turn[e.b][k] = A_E + omega * A_S
+            den = abs(A_E) + abs(omega * A_S)
+            shares.append(abs(omega * A_S) / den if den > 0 else 0.0)
+    sizes = [len(v) for v in anchors.values()]
+    extras = {f"gigpo/anchor_size_frac/{s}": sum(x == s for x in sizes) / max(1, len(sizes)) for s in range(1, 9)}
+    extras["gigpo/anchor_size_frac/9+"] = sum(x > 8 for x in sizes) / max(1, len(sizes))
+    extras["gigpo/frac_steps_singleton"] = singles / max(1, sum(e.n for e in eps_))
+    extras["gigpo/step_share"] = mean(shares)
+    return make_advantages_loop(batch, eps_, turn, None, extras)
+
+
+@register_estimator("gigpo", loop=gigpo_loop)
 def gigpo(
     batch: CreditBatch,
     *,

@@ -1,4 +1,4 @@
-"""Standard advantage metrics of CREDIT.md 1.6, computed on device with one host copy."""
+"""Standard advantage metrics of CREDIT.md 1.6, computed on device with one host copy; and the loop twin."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import torch
 from torch import Tensor
 
 from creditgym.batch import CreditBatch
+from creditgym.credit.group_stats import Ep, groups_of, mean, std
 
-__all__ = ["ZERO_TOL", "standard_metrics"]
+__all__ = ["ZERO_TOL", "standard_metrics", "standard_metrics_loop"]
 
 ZERO_TOL = 1e-8  # |A| <= ZERO_TOL counts as a zero advantage
 
@@ -85,3 +86,34 @@ def standard_metrics(
             out[f"adv/turn{k}/mean"] = float(rest[k])
             out[f"adv/turn{k}/std"] = float(rest[K + k])
     return out
+
+
+def standard_metrics_loop(eps_: list[Ep], turn: list[list[float]], token: list[list[float]]) -> dict[str, float]:
+    """`standard_metrics` by loops over the episodes (without extras)."""
+    vals = [turn[e.b][k] for e in eps_ for k in range(e.n)]
+    toks = [token[e.b][t] for e in eps_ for t in range(len(e.loss)) if e.loss[t]]
+    m: dict[str, float] = {
+        "adv/frac_zero_tokens": sum(abs(x) <= ZERO_TOL for x in toks) / max(1, len(toks)),
+        "adv/frac_zero_turns": sum(abs(x) <= ZERO_TOL for x in vals) / max(1, len(vals)),
+        "adv/mean": mean(vals),
+        "adv/std": std(vals),
+        "adv/abs_max": max((abs(x) for x in vals), default=0.0),
+    }
+    groups = groups_of(eps_)
+    num = len(groups)
+    m["groups/num"] = float(num)
+    m["groups/frac_singleton"] = sum(len(g) == 1 for g in groups.values()) / max(1, num)
+    equal = 0
+    for g in groups.values():
+        Rs = [e.R for e in g]
+        equal += len(g) >= 2 and max(Rs) - min(Rs) <= ZERO_TOL
+    m["groups/frac_all_equal"] = equal / max(1, num)
+    m["batch/frac_truncated"] = sum(e.truncated for e in eps_) / len(eps_)
+    m["batch/mean_turns"] = sum(e.n for e in eps_) / len(eps_)
+    K = len(turn[0]) if turn else 0
+    for k in range(K):
+        col = [turn[e.b][k] for e in eps_ if k < e.n]
+        if col:
+            m[f"adv/turn{k}/mean"] = mean(col)
+            m[f"adv/turn{k}/std"] = std(col)
+    return m

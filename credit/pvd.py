@@ -5,7 +5,7 @@ A tabular Monte-Carlo critic fitted on the batch itself: the value of an abstrac
 discounted return-to-go of every turn taken from z, shrunk from the episode group's own mean toward
 the batch-wide mean by a pseudo-count `prior`. A turn's advantage is the TD error of that critic,
 `A[b,k] = r[b,k] + gamma * V(z[b,k+1]) - V(z[b,k])`, plus an optional group-normalised outcome term.
-No extra episodes: the cost is GRPO's.
+No extra episodes: the cost is GRPO's. `pvd_loop` is the loop reference (CREDIT.md 9.1).
 """
 
 from __future__ import annotations
@@ -14,10 +14,19 @@ import torch
 from torch import Tensor
 
 from creditgym.batch import CreditBatch
-from creditgym.credit.advantages import Advantages, make_advantages
-from creditgym.credit.layout import episode_groups, group_z
-from creditgym.credit.ops import SINGLETON_RULES, dense_ids, rtg
+from creditgym.credit.advantages import Advantages, make_advantages, make_advantages_loop
+from creditgym.credit.group_stats import (
+    SINGLETON_RULES,
+    dense_ids,
+    episode_groups,
+    episodes_of,
+    group_z,
+    groups_of,
+    mean,
+    z,
+)
 from creditgym.credit.registry import check_choice, register_estimator
+from creditgym.credit.returns import rtg, rtg_loop
 
 __all__ = ["abstract_ids", "pvd", "pvd_values"]
 
@@ -71,7 +80,48 @@ def pvd_values(
     return V, torch.where(known, n_N.view(B, K1), 0.0)
 
 
-@register_estimator("pvd")
+def pvd_loop(batch: CreditBatch, gamma: float = 1.0, prior: float = 32.0, outcome_weight: float = 0.0, key: str = "abstract",
+             bootstrap_truncated: bool = False, singleton: str = "raw", eps: float = 1e-6) -> Advantages:  # fmt: skip
+    eps_ = episodes_of(batch)
+    groups = groups_of(eps_)
+    use_abs = key == "abstract" and batch.abstract_BK1 is not None
+    zrows = batch.abstract_BK1.tolist() if use_abs and batch.abstract_BK1 is not None else None
+    zs = {e.b: (zrows[e.b][: e.n + 1] if zrows is not None else [*e.state, -1]) for e in eps_}
+    X = {e.b: rtg_loop(e.r, gamma) for e in eps_}
+    by_z: dict[int, list[float]] = {}
+    by_gz: dict[tuple[int, int], list[float]] = {}
+    for e in eps_:
+        for k in range(e.n):
+            by_z.setdefault(zs[e.b][k], []).append(X[e.b][k])
+            by_gz.setdefault((e.g, zs[e.b][k]), []).append(X[e.b][k])
+
+    def V(g: int, zz: int) -> float:
+        if zz < 0 or zz not in by_z:
+            return 0.0
+        own, M = by_gz.get((g, zz), []), mean(by_z[zz])
+        return (sum(own) + prior * M) / (len(own) + prior) if len(own) + prior > 0 else M
+
+    turn = [[0.0] * batch.K for _ in eps_]
+    pooled = cells = 0.0
+    for e in eps_:
+        A_E = 0.0
+        if outcome_weight and e.n:
+            A_E = z(e.R, [o.R for o in groups[e.g]], eps, True, singleton)
+        for k in range(e.n):
+            last = k == e.n - 1
+            v_next = V(e.g, zs[e.b][k + 1]) if (not last or (e.truncated and bootstrap_truncated)) else 0.0
+            turn[e.b][k] = e.r[k] + gamma * v_next - V(e.g, zs[e.b][k]) + outcome_weight * A_E
+            size = len(by_gz[(e.g, zs[e.b][k])])
+            pooled += size >= 2
+            cells += size
+    n = max(1, sum(e.n for e in eps_))
+    boot = sum(1 for e in eps_ if e.n and e.truncated and bootstrap_truncated)
+    extras = {"pvd/frac_turns_pooled": pooled / n, "pvd/mean_cell_size": cells / n,
+              "pvd/frac_bootstrapped": boot / max(1, sum(1 for e in eps_ if e.n))}  # fmt: skip
+    return make_advantages_loop(batch, eps_, turn, None, extras)
+
+
+@register_estimator("pvd", loop=pvd_loop)
 def pvd(
     batch: CreditBatch,
     *,

@@ -13,18 +13,9 @@ from creditgym.batch import CreditBatch
 from creditgym.credit.advantages import Advantages
 
 __all__ = [
-    "COLLECTION_KNOBS",
-    "ESTIMATORS",
-    "Estimator",
-    "check_branches_spec",
-    "check_choice",
-    "check_finite",
-    "compute",
-    "knob_default",
-    "register_estimator",
-    "require",
-    "trains_on_branches",
-]
+    "COLLECTION_KNOBS", "ESTIMATORS", "REFERENCES", "Estimator", "check_branches_spec", "check_choice",
+    "check_finite", "compute", "knob_default", "register_estimator", "require", "trains_on_branches",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +23,21 @@ Estimator = Callable[..., Advantages]
 F = TypeVar("F", bound=Callable[..., Advantages])
 
 ESTIMATORS: dict[str, Estimator] = {}
+REFERENCES: dict[str, Estimator] = {}  # name -> slow loop reference with the same knobs (CREDIT.md 9.1)
 
 # keys of `needs` (ARCHITECTURE.md "Credit"): they configure collection, never an estimator call
 COLLECTION_KNOBS = ("probe", "outcome_key", "branches", "values", "greedy", "optional")
 
 
-def register_estimator(name: str, needs: dict[str, Any] | None = None) -> Callable[[F], F]:
+def register_estimator(
+    name: str, needs: dict[str, Any] | None = None, loop: Estimator | None = None
+) -> Callable[[F], F]:
     """Register `fn(batch, **cfg) -> Advantages` under `name` and set `fn.needs`.
 
     `needs` says what collection must supply (CREDIT.md 1.4), e.g. `{"probe": "gold"}` or
-    `{"values": "critic"}`; trainers read it. A name taken by a different function is an error.
+    `{"values": "critic"}`; trainers read it. `loop` is the slow loop reference with the same knobs
+    (CREDIT.md 9.1), kept in `REFERENCES`: the tests and `creditgym bench credit` compare the two.
+    A name taken by a different function is an error.
     """
     unknown = sorted(set(needs or {}) - set(COLLECTION_KNOBS))
     if unknown:
@@ -59,6 +55,8 @@ def register_estimator(name: str, needs: dict[str, Any] | None = None) -> Callab
         fn.needs = dict(needs or {})  # type: ignore[attr-defined]
         fn.estimator_name = name  # type: ignore[attr-defined]
         ESTIMATORS[name] = fn
+        if loop is not None:
+            REFERENCES[name] = loop
         return fn
 
     return deco
@@ -171,7 +169,3 @@ def check_finite(name: str, field: str, x: torch.Tensor, used: torch.Tensor) -> 
         what = "NaN" if bool(torch.isnan(x[bad]).all()) else "NaN or infinite"
         raise ValueError(f"estimator {name!r}: {field} is {what} at {count} valid positions (first: {where})")
 
-
-def float_dtype(batch: CreditBatch) -> torch.dtype:
-    """The dtype estimators compute and return in: that of `rewards_BK`."""
-    return batch.rewards_BK.dtype

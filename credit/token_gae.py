@@ -3,7 +3,7 @@
 Schulman et al., arXiv 1506.02438: `delta_t = r_t + gamma V(next action token) - V_t` and
 `A_t = delta_t + gamma lam A(next action token)`, observation tokens skipped. Over all T slots this
 is one linear recurrence `A_t = d_t + c_t A_(t+1)` with `c = gamma lam` on action tokens and 1 on
-observation tokens (they carry A through unchanged), solved by `ops.reverse_linear_scan_`.
+observation tokens (they carry A through unchanged), solved by `reverse_linear_scan_` (below).
 """
 
 from __future__ import annotations
@@ -12,14 +12,65 @@ import torch
 from torch import Tensor
 
 from creditgym.batch import CreditBatch
-from creditgym.credit.ops import chunk_major, reverse_linear_scan_, row_blocks
+from creditgym.credit.token_layout import row_blocks
 
-__all__ = ["CHUNK", "GAE_BLOCK_ELEMS", "token_gae_block", "token_level", "turn_edges"]
+__all__ = [
+    "CHUNK", "GAE_BLOCK_ELEMS", "chunk_major", "reverse_linear_scan", "reverse_linear_scan_",
+    "token_gae_block", "token_level", "turn_edges",
+]  # fmt: skip
 
 CHUNK = 64  # positions per scan chunk (CREDIT.md 10)
 GAE_BLOCK_ELEMS = 1 << 20  # token slots per row block on CPU: fewer, larger blocks amortise the scan loops
 
 
+# ---------------------------------------------------------------- the chunked reverse linear scan
+def chunk_major(x_RT: Tensor, L: int) -> Tensor:
+    """The `[L, R, T/L]` view (no copy) of a row-contiguous `[R, T]` tensor: offset j within chunk,
+    row, chunk index. Elementwise ops with such views read or write row-major data in the layout
+    of `reverse_linear_scan_` without a separate transpose copy. Needs `T % L == 0`."""
+    R, T = x_RT.shape
+    return x_RT.view(R, T // L, L).permute(2, 0, 1)
+
+
+def reverse_linear_scan_(d: Tensor, c: Tensor) -> Tensor:
+    """In place on contiguous `[L, R, nC]` (see `chunk_major`): `A_t = d_t + c_t A_(t+1)` along the
+    position `t = chunk * L + offset` of every row, with `A = 0` after the last position.
+
+    Two levels (CREDIT.md 10): a loop over the L offsets (all rows and chunks at once) gives each
+    position's value for a zero carry and the product of the `c` to its chunk's end (left in `c`);
+    a loop over the chunks carries the true value at each chunk start backwards; one `addcmul`
+    adds the carries. `L + nC` vector steps instead of `L * nC`; only multiplications and
+    additions, no division, so `c` may hold zeros (restarts). Returns `d`, now holding A.
+    """
+    L, R, nC = d.shape
+    for j in range(L - 2, -1, -1):
+        d[j].addcmul_(c[j], d[j + 1])
+        c[j].mul_(c[j + 1])
+    start = torch.empty(nC, R, dtype=d.dtype, device=d.device)  # a copy, never a view (R = 1!)
+    start.copy_(d[0].T)  # value at each chunk start for a zero carry
+    prod = c[0].T
+    for i in range(nC - 2, -1, -1):
+        start[i].addcmul_(prod[i], start[i + 1])
+    carry = torch.zeros(R, nC, dtype=d.dtype, device=d.device)
+    carry[:, :-1] = start[1:].T
+    return d.addcmul_(c, carry)
+
+
+def reverse_linear_scan(d_RT: Tensor, c_RT: Tensor, chunk: int = 64) -> Tensor:
+    """`A[:, t] = d[:, t] + c[:, t] * A[:, t+1]` with `A[:, T] = 0`, for every row at once (a new
+    tensor; the inputs are not modified). Chunked as `reverse_linear_scan_` describes."""
+    R, T = d_RT.shape
+    if R == 0 or T == 0:
+        return torch.zeros_like(d_RT)
+    L = max(1, min(chunk, T))
+    pad = -T % L
+    d = torch.nn.functional.pad(d_RT, (0, pad))
+    c = torch.nn.functional.pad(c_RT, (0, pad))
+    A = reverse_linear_scan_(chunk_major(d, L).contiguous(), chunk_major(c, L).contiguous())
+    return A.permute(1, 2, 0).reshape(R, T + pad)[:, :T]
+
+
+# ---------------------------------------------------------------- token GAE of a row block, of a batch
 def turn_edges(token_turn_BT: Tensor) -> tuple[tuple[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
     """(b, t, k) of the first and of the last token of every run of equal action-token turns, by
     `nonzero` (no episode loop); a turn's action tokens are one run when they are contiguous."""

@@ -1,22 +1,42 @@
-"""Prefix-tree estimators: `tree` (TEMPO / TreeRL) and `tree_grpo` (CREDIT.md section 6)."""
+"""Prefix-tree estimators: `tree` (TEMPO / TreeRL) and `tree_grpo` (CREDIT.md section 6).
+
+Node values (vectorised, then `TreeLoop`), then per estimator its loop reference (`*_loop`, CREDIT.md
+9.1) and the vectorised estimator.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from creditgym.batch import CreditBatch
-from creditgym.credit.advantages import Advantages, make_advantages
-from creditgym.credit.layout import EpisodeGroups, episode_groups
-from creditgym.credit.ops import SINGLETON_RULES, dense_ids, flat_group_BK, normalize
+from creditgym.credit.advantages import Advantages, make_advantages, make_advantages_loop
+from creditgym.credit.group_stats import (
+    SINGLETON_RULES,
+    Ep,
+    EpisodeGroups,
+    dense_ids,
+    episode_groups,
+    episodes_of,
+    flat_group_BK,
+    groups_of,
+    mean,
+    normalize,
+    z,
+)
 from creditgym.credit.outcome import grpo_B
 from creditgym.credit.registry import check_choice, register_estimator
 
-__all__ = ["TreeValues", "tree", "tree_grpo", "tree_values"]
+__all__ = ["TreeLoop", "TreeValues", "tree", "tree_grpo", "tree_metrics", "tree_values"]
+
+# a prefix tree of 2-way branches at the first two turns; trained on all of it (CREDIT.md 1.4, 6)
+TREE_NEEDS = {"branches": {"at": "tree", "n": 2, "depth": 2, "train": True}, "optional": True}
 
 
+# ---------------------------------------------------------------- node values (6.1)
 @dataclass(frozen=True)
 class TreeValues:
     """Node values of CREDIT.md 6.1 at every (b, k): `V_BK = V(node_BK[b,k])`, `par_BK` the parent's
@@ -72,9 +92,57 @@ def tree_metrics(batch: CreditBatch, tv: TreeValues) -> dict[str, Tensor]:
     }
 
 
-@register_estimator(
-    "tree", needs={"branches": {"at": "tree", "n": 2, "depth": 2, "train": True}, "optional": True}
-)
+class TreeLoop:
+    """Node values V(n) = mean of u over the leaves under n, and the group roots (CREDIT.md 6.1): the
+    loop twin of `tree_values` and `tree_metrics`."""
+
+    def __init__(self, eps_: list[Ep], groups: dict[int, list[Ep]], u: dict[int, float]):
+        self.leaves: dict[int, list[float]] = {}
+        self.children: dict[int, set[int]] = {}
+        for e in eps_:
+            for k in range(e.n):
+                self.leaves.setdefault(e.node[k], []).append(u[e.b])
+                if k >= 1:
+                    self.children.setdefault(e.node[k - 1], set()).add(e.node[k])
+        self.root = {g: mean([u[e.b] for e in G]) for g, G in groups.items()}
+
+    def V(self, n: int) -> float:
+        return mean(self.leaves[n])
+
+    def par(self, e: Ep, k: int) -> float:
+        return self.V(e.node[k - 1]) if k >= 1 else self.root[e.g]
+
+    def metrics(self) -> dict[str, float]:
+        num = len(self.leaves)
+        return {
+            "tree/num_nodes": float(num),
+            "tree/frac_branching_nodes": sum(len(c) >= 2 for c in self.children.values()) / max(1, num),
+            "tree/mean_leaves_per_node": mean([len(v) for v in self.leaves.values()]),
+        }
+
+
+# ---------------------------------------------------------------- tree: TEMPO, TreeRL (6.2)
+def tree_loop(batch: CreditBatch, form: str = "tempo", beta: float = 1.0, leaf: str | None = None,
+              singleton: str = "raw", eps: float = 1e-6) -> Advantages:  # fmt: skip
+    leaf = leaf or ("grpo" if form == "tempo" else "raw")
+    eps_ = episodes_of(batch)
+    groups = groups_of(eps_)
+    A_ep = {e.b: z(e.R, [o.R for o in groups[e.g]], eps, leaf == "grpo", singleton) for e in eps_ if e.n}
+    u = A_ep if leaf == "grpo" else {e.b: e.R for e in eps_}
+    tr = TreeLoop(eps_, groups, u)
+    turn = [[0.0] * batch.K for _ in eps_]
+    for e in eps_:
+        for k in range(e.n):
+            V = tr.V(e.node[k])
+            if form == "tempo":
+                turn[e.b][k] = A_ep[e.b] + (beta * (V - tr.par(e, k)) if k >= 1 else 0.0)
+            else:
+                L = len(tr.leaves[e.node[k]])
+                turn[e.b][k] = ((V - tr.root[e.g]) + (V - tr.par(e, k))) / math.sqrt(L)
+    return make_advantages_loop(batch, eps_, turn, None, tr.metrics())
+
+
+@register_estimator("tree", needs=TREE_NEEDS, loop=tree_loop)
 def tree(
     batch: CreditBatch,
     *,
@@ -108,9 +176,24 @@ def tree(
     return make_advantages(batch, A, extras=tree_metrics(batch, tv))
 
 
-@register_estimator(
-    "tree_grpo", needs={"branches": {"at": "tree", "n": 2, "depth": 2, "train": True}, "optional": True}
-)
+# ---------------------------------------------------------------- tree_grpo (6.3)
+def tree_grpo_loop(batch: CreditBatch, eps: float = 1e-6, intra_weight: float = 1.0,
+                   singleton: str = "raw") -> Advantages:  # fmt: skip
+    eps_ = episodes_of(batch)
+    groups = groups_of(eps_)
+    turn = [[0.0] * batch.K for _ in eps_]
+    for e in eps_:
+        if not e.n:
+            continue
+        G = groups[e.g]
+        tree = [o.R for o in G if o.node[0] == e.node[0]]
+        a = intra_weight * z(e.R, tree, eps) + z(e.R, [o.R for o in G], eps, single=singleton)
+        turn[e.b][: e.n] = [a] * e.n
+    tr = TreeLoop(eps_, groups, {e.b: e.R for e in eps_})
+    return make_advantages_loop(batch, eps_, turn, None, tr.metrics())
+
+
+@register_estimator("tree_grpo", needs=TREE_NEEDS, loop=tree_grpo_loop)
 def tree_grpo(
     batch: CreditBatch, *, eps: float = 1e-6, intra_weight: float = 1.0, singleton: str = "raw"
 ) -> Advantages:

@@ -1,4 +1,5 @@
-"""Text environments: the TextEnv base, shared types, parsing helpers and one subpackage per family."""
+"""Text environments: the TextEnv base, shared types, parsing helpers and one subpackage per family
+(each registering its env ids, scripted expert, random baseline and difficulty presets)."""
 
 from creditgym.envs.base import (
     SPLITS,
@@ -13,6 +14,7 @@ from creditgym.envs.base import (
     split_of_key,
     task_seed,
 )
+from creditgym.registry import difficulty_presets
 
 __all__ = [
     "SPLITS",
@@ -23,6 +25,7 @@ __all__ = [
     "Replayed",
     "Task",
     "TextEnv",
+    "difficulty_presets",
     "sanitize_action",
     "split_of_key",
     "task_seed",

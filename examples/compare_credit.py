@@ -10,14 +10,14 @@ gold-answer probes, which the trainer requests from the estimator's `needs`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+import tyro
 
 from creditgym.agents.hf import HFPolicy
 from creditgym.trainers import GRPOTrainer
@@ -25,21 +25,25 @@ from creditgym.trainers.evaluate import evaluate
 from creditgym.trainers.quickstart import QuickstartConfig, warm_start
 
 
+@dataclass
+class Args:
+    estimators: str = "grpo,gigpo,turn_return,igpo"
+    seeds: str = "0,1,2"
+    steps: int = 24
+    eval_every: int = 8
+    groups: int = 8
+    group_size: int = 8
+    n_eval: int = 200
+    hidden: int | None = None
+    """tiny model width (None: the quickstart's, as for the knobs below)"""
+    layers: int | None = None
+    expert_episodes: int | None = None
+    sft_epochs: int | None = None
+    induction_steps: int | None = None
+
+
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--estimators", default="grpo,gigpo,turn_return,igpo")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--steps", type=int, default=24)
-    ap.add_argument("--eval-every", type=int, default=8)
-    ap.add_argument("--groups", type=int, default=8)
-    ap.add_argument("--group-size", type=int, default=8)
-    ap.add_argument("--n-eval", type=int, default=200)
-    ap.add_argument("--hidden", type=int, default=None, help="tiny model width (quickstart default)")
-    ap.add_argument("--layers", type=int, default=None)
-    ap.add_argument("--expert-episodes", type=int, default=None)
-    ap.add_argument("--sft-epochs", type=int, default=None)
-    ap.add_argument("--induction-steps", type=int, default=None)
-    args = ap.parse_args(argv)
+    args = tyro.cli(Args, args=argv, description=__doc__)
     overrides = {"hidden_size": args.hidden, "num_layers": args.layers, "expert_episodes": args.expert_episodes,
                  "sft_epochs": args.sft_epochs, "induction_steps": args.induction_steps}  # fmt: skip
     qs = replace(QuickstartConfig(progress=False), **{k: v for k, v in overrides.items() if v is not None})

@@ -13,11 +13,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import gymnasium
 import numpy as np
 
 import creditgym
+from creditgym.agents import register_scripted
 from creditgym.agents.base import Context
-from creditgym.agents.scripted import register_scripted
+from creditgym.agents.scripted import play_episode
 from creditgym.envs import Invalid, Outcome, Parsed, Task, TextEnv, split_of_key
 
 ENV_ID = "GuessNumber-v0"
@@ -96,10 +98,6 @@ creditgym.register(ENV_ID, GuessNumberEnv, description="guess a number with high
 register_scripted(ENV_ID, expert=bisect_expert, random=random_guess)
 
 if __name__ == "__main__":
-    import gymnasium
-
-    from creditgym.agents.scripted import play_episode
-
     result = play_episode(gymnasium.make(ENV_ID), bisect_expert, seed=0)
     for action, obs in zip(result.ctx.action_texts, result.ctx.obs_texts[1:]):
         print(f"{action:>20}  ->  {obs}")

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 import creditgym
+from creditgym.agents import Collector, RandomPolicy, ScriptedPolicy, register_scripted
 from creditgym.agents.base import Context
-from creditgym.agents.scripted import register_scripted
 from creditgym.envs import Outcome, TextEnv, sanitize_action
 
 ENV_ID = "HiddenCell-v0"
@@ -95,8 +95,6 @@ creditgym.register(ENV_ID, HiddenCellEnv, description="find a hidden grid cell f
 register_scripted(ENV_ID, expert=consistent_expert, random=random_probe)
 
 if __name__ == "__main__":
-    from creditgym.agents import Collector, RandomPolicy, ScriptedPolicy
-
     print(creditgym.check_env(ENV_ID))
     for policy in (ScriptedPolicy.for_env(ENV_ID), RandomPolicy.for_env(ENV_ID)):
         episodes = Collector(policy, ENV_ID, group_size=2).collect(num_groups=4, seed=0)

@@ -8,45 +8,38 @@ turn-level `turn_return` estimator; held-out success before and after.
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import tyro
 
 from creditgym.agents import tiny
 from creditgym.agents.offline import expert_episodes
+from creditgym.sources import import_source
 from creditgym.trainers import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 from creditgym.trainers.evaluate import evaluate
 
 
-def load_custom_env() -> str:
-    """Import examples/custom_env.py (it registers the env and its scripted expert) once."""
-    spec = importlib.util.spec_from_file_location("custom_env", Path(__file__).with_name("custom_env.py"))
-    import sys
-
-    if "custom_env" not in sys.modules:
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        sys.modules["custom_env"] = module
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return sys.modules["custom_env"].ENV_ID
+@dataclass
+class Args:
+    steps: int = 20
+    groups: int = 4
+    group_size: int = 8
+    expert_episodes: int = 128
+    sft_epochs: int = 3
+    n_eval: int = 32
+    hidden: int = 128
+    layers: int = 2
+    seed: int = 0
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--groups", type=int, default=4)
-    ap.add_argument("--group-size", type=int, default=8)
-    ap.add_argument("--expert-episodes", type=int, default=128)
-    ap.add_argument("--sft-epochs", type=int, default=3)
-    ap.add_argument("--n-eval", type=int, default=32)
-    ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
+    args = tyro.cli(Args, args=argv, description=__doc__)
     torch.set_num_threads(2)
-    env_id = load_custom_env()
+    # examples/custom_env.py registers the env and its scripted expert (imported once per process)
+    env_id = import_source(str(Path(__file__).with_name("custom_env.py"))).ENV_ID
     env_kwargs = {"high": 32}
 
     cfg = tiny.TinyConfig(hidden_size=args.hidden, intermediate_size=3 * args.hidden, num_layers=args.layers)

@@ -6,15 +6,16 @@
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter
+from dataclasses import dataclass
 
 import gymnasium
 import numpy as np
+import tyro
 
 import creditgym  # noqa: F401  (registers the envs)
 from creditgym.agents.scripted import play_episode
-from creditgym.agents.scripted.device import device_expert, device_random
+from creditgym.envs.device import DEVICE, device_expert, device_random
 
 
 def play(env: gymnasium.Env, fn, seed: int, show: bool = False) -> dict[str, float]:
@@ -27,14 +28,18 @@ def play(env: gymnasium.Env, fn, seed: int, show: bool = False) -> dict[str, flo
     return res.components
 
 
+@dataclass
+class Args:
+    seeds: int = 50
+    split: str = "test"
+    show: int = 0
+    """print this many expert episodes in full"""
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=50)
-    p.add_argument("--split", default="test")
-    p.add_argument("--show", type=int, default=0, help="print this many expert episodes in full")
-    args = p.parse_args()
+    args = tyro.cli(Args, description=__doc__.splitlines()[0])
     for difficulty in (1, 2, 3):
-        env = gymnasium.make("creditgym/Device-v0", split=args.split, difficulty=difficulty)
+        env = gymnasium.make(DEVICE, split=args.split, difficulty=difficulty)
         for name, fn in (("expert", device_expert), ("random", device_random)):
             comps = [play(env, fn, s, show=(name == "expert" and s < args.show)) for s in range(args.seeds)]
             rate = float(np.mean([c["success"] for c in comps]))

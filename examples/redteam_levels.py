@@ -11,15 +11,15 @@ the success rate over test-split tasks. Then the defender baselines and a self-p
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 
 import numpy as np
+import tyro
 
 from creditgym.agents.base import Context
 from creditgym.agents.scripted import play_episode
-from creditgym.agents.scripted import redteam as experts
 from creditgym.envs.redteam import RedTeamEnv, RedTeamSelfPlayEnv
+from creditgym.envs.redteam import expert as experts
 from creditgym.envs.redteam.strategies import STRATEGIES, parse_attacker_intro, strategy_message
 
 Fn = Callable[[Context, np.random.Generator], str]
@@ -64,10 +64,12 @@ def selfplay_summary(seeds: int) -> None:
           f"max |R_A + R_D| = {max(abs(s) for s in sums):.3g}")
 
 
+def main(seeds: int = 200) -> None:
+    """Leak rates per level, the defender's table and a scripted self-play summary over `seeds` test seeds."""
+    leak_table(seeds)
+    defender_table(seeds)
+    selfplay_summary(seeds)
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=200)
-    args = parser.parse_args()
-    leak_table(args.seeds)
-    defender_table(args.seeds)
-    selfplay_summary(args.seeds)
+    tyro.cli(main)

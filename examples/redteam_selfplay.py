@@ -9,27 +9,32 @@ Each role is its own tiny policy wrapped in a LoRA adapter; the Collector plays 
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 
 import torch
+import tyro
 
 from creditgym.agents import tiny
+from creditgym.envs.redteam import REDTEAM_SELFPLAY
 from creditgym.trainers import GRPOConfig, GRPOTrainer
 
 
+@dataclass
+class Args:
+    env: str = REDTEAM_SELFPLAY
+    steps: int = 10
+    groups: int = 2
+    group_size: int = 4
+    max_new_tokens: int = 32
+    hidden: int = 128
+    layers: int = 2
+    seed: int = 0
+    out: str | None = None
+
+
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--env", default="creditgym/RedTeamSelfPlay-v0")
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--groups", type=int, default=2)
-    ap.add_argument("--group-size", type=int, default=4)
-    ap.add_argument("--max-new-tokens", type=int, default=32)
-    ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
+    args = tyro.cli(Args, args=argv, description=__doc__)
     torch.set_num_threads(2)
 
     cfg = tiny.TinyConfig(hidden_size=args.hidden, intermediate_size=3 * args.hidden, num_layers=args.layers)

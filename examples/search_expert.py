@@ -11,16 +11,18 @@ import sys
 import gymnasium
 
 import creditgym  # noqa: F401  (registers the creditgym/ ids)
-from creditgym.agents.scripted import play_episode, scripted_functions, success_rate
+from creditgym.agents.scripted import play_episode, success_rate
+from creditgym.envs.search import SEARCH, SEARCH_EASY
+from creditgym.registry import scripted_functions
 
 
 def main(n: int = 50, verbose: bool = False) -> None:
-    for env_id in ("creditgym/SearchEasy-v0", "creditgym/Search-v0"):
+    for env_id in (SEARCH_EASY, SEARCH):
         expert = success_rate(env_id, "expert", range(n))
         rand = success_rate(env_id, "random", range(n))
         print(f"{env_id:28s} expert success {expert:.3f}   random success {rand:.3f}   ({n} test seeds)")
     if verbose:
-        env_id = "creditgym/Search-v0"
+        env_id = SEARCH
         ctx = play_episode(gymnasium.make(env_id, split="test"), scripted_functions(env_id)[0], 0).ctx
         print(ctx.obs_texts[0])
         for action, obs in zip(ctx.action_texts, ctx.obs_texts[1:]):

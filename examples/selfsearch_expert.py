@@ -13,15 +13,16 @@ import sys
 
 import creditgym  # noqa: F401  (registers the creditgym/ ids)
 from creditgym.agents.scripted import success_rate
+from creditgym.envs.selfsearch import SELFSEARCH, SIMSEARCH
 
 
 def main(n: int = 50) -> None:
     seeds = range(n)
     for p in (0.0, 0.5):
-        e = success_rate("creditgym/SimSearch-v0", "expert", seeds, options={"noise_prob": p})
-        r = success_rate("creditgym/SimSearch-v0", "random", seeds, options={"noise_prob": p})
+        e = success_rate(SIMSEARCH, "expert", seeds, options={"noise_prob": p})
+        r = success_rate(SIMSEARCH, "random", seeds, options={"noise_prob": p})
         print(f"SimSearch-v0 noise p={p:.1f}   expert {e:.3f}   random {r:.3f}   ({n} test seeds)")
-    e, r = success_rate("creditgym/SelfSearch-v0", "expert", seeds), success_rate("creditgym/SelfSearch-v0", "random", seeds)
+    e, r = success_rate(SELFSEARCH, "expert", seeds), success_rate(SELFSEARCH, "random", seeds)
     print(f"SelfSearch-v0 inline        oracle {e:.3f}   random {r:.3f}   ({n} test seeds)")
 
 

@@ -10,13 +10,16 @@ answers from the last tool result.
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 
 import gymnasium
 import numpy as np
+import tyro
 
 import creditgym  # noqa: F401  (registers the creditgym/ env ids)
-from creditgym.agents.scripted import play_episodes, scripted_functions
+from creditgym.agents.scripted import play_episodes
+from creditgym.envs.tools import TOOLS
+from creditgym.registry import scripted_functions
 
 
 def success_rate(env_id: str, which: str, difficulty: int, seeds: int, split: str = "test") -> tuple[float, float]:
@@ -28,12 +31,15 @@ def success_rate(env_id: str, which: str, difficulty: int, seeds: int, split: st
     return (sum(r.success for r in results) / seeds, sum(r.components["n_calls"] for r in results) / seeds)
 
 
+@dataclass
+class Args:
+    env: str = TOOLS
+    seeds: int = 20
+    split: str = "test"
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--env", default="creditgym/Tools-v0")
-    ap.add_argument("--seeds", type=int, default=20)
-    ap.add_argument("--split", default="test")
-    args = ap.parse_args()
+    args = tyro.cli(Args, description=__doc__.splitlines()[0])
     for difficulty in (1, 2, 3):
         for which in ("expert", "random"):
             rate, calls = success_rate(args.env, which, difficulty, args.seeds, args.split)

@@ -8,32 +8,37 @@ and mixes that step-level advantage with the episode-level one (omega).
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 
 import torch
+import tyro
 
 from creditgym.agents import tiny
 from creditgym.agents.offline import expert_episodes
+from creditgym.envs.device import DEVICE
 from creditgym.trainers import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 from creditgym.trainers.evaluate import evaluate
 
 
+@dataclass
+class Args:
+    env: str = DEVICE
+    steps: int = 20
+    groups: int = 4
+    group_size: int = 8
+    expert_episodes: int = 64
+    sft_epochs: int = 2
+    max_new_tokens: int = 32
+    n_eval: int = 32
+    hidden: int = 128
+    layers: int = 2
+    seed: int = 0
+    out: str | None = None
+
+
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--env", default="creditgym/Device-v0")
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--groups", type=int, default=4)
-    ap.add_argument("--group-size", type=int, default=8)
-    ap.add_argument("--expert-episodes", type=int, default=64)
-    ap.add_argument("--sft-epochs", type=int, default=2)
-    ap.add_argument("--max-new-tokens", type=int, default=32)
-    ap.add_argument("--n-eval", type=int, default=32)
-    ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
+    args = tyro.cli(Args, args=argv, description=__doc__)
     torch.set_num_threads(2)
     env_kwargs = {"difficulty": 1}
 

@@ -9,35 +9,43 @@ Prints held-out (test split) success before and after RL.
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 
 import torch
+import tyro
 
 from creditgym.agents import tiny
 from creditgym.agents.offline import expert_episodes
+from creditgym.envs.search import SEARCH_EASY
 from creditgym.trainers import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 from creditgym.trainers.evaluate import evaluate
 
 
+@dataclass
+class Args:
+    env: str = SEARCH_EASY
+    estimator: str = "turn_return"
+    steps: int = 20
+    groups: int = 8
+    group_size: int = 8
+    expert_episodes: int = 256
+    sft_epochs: int = 4
+    n_eval: int = 64
+    dapo: bool = False
+    """clip-higher 0.2/0.28 and dynamic sampling"""
+    loss_agg: str = "token-mean"
+    kl_coef: float = 0.0
+    hidden: int = 128
+    """tiny model width"""
+    layers: int = 2
+    seed: int = 0
+    out: str | None = None
+    """logs, episodes and checkpoints go here"""
+
+
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--env", default="creditgym/SearchEasy-v0")
-    ap.add_argument("--estimator", default="turn_return")
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--groups", type=int, default=8)
-    ap.add_argument("--group-size", type=int, default=8)
-    ap.add_argument("--expert-episodes", type=int, default=256)
-    ap.add_argument("--sft-epochs", type=int, default=4)
-    ap.add_argument("--n-eval", type=int, default=64)
-    ap.add_argument("--dapo", action="store_true", help="clip-higher 0.2/0.28 and dynamic sampling")
-    ap.add_argument("--loss-agg", default="token-mean")
-    ap.add_argument("--kl-coef", type=float, default=0.0)
-    ap.add_argument("--hidden", type=int, default=128, help="tiny model width")
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=None, help="logs, episodes and checkpoints go here")
-    args = ap.parse_args(argv)
+    args = tyro.cli(Args, args=argv, description=__doc__)
     torch.set_num_threads(2)
     env_kwargs = {"topk": 1}
 

@@ -12,33 +12,39 @@ the only trained weights; the KL reference is the SFT network with the adapters 
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 
 import torch
+import tyro
 
 from creditgym.agents import pretrained
 from creditgym.agents.offline import expert_episodes
+from creditgym.envs.search import SEARCH_EASY
 from creditgym.trainers import GRPOConfig, GRPOTrainer
 from creditgym.trainers.evaluate import evaluate
 from creditgym.trainers.sft import SFTConfig, SFTTrainer
 
 
+@dataclass
+class Args:
+    env: str = SEARCH_EASY
+    model: str = "smollm2-135m-instruct"
+    estimator: str = "turn_return"
+    sft_episodes: int = 64
+    """scripted-expert episodes for the warm start (0 = none)"""
+    steps: int = 8
+    groups: int = 4
+    group_size: int = 4
+    max_new_tokens: int = 64
+    n_eval: int = 32
+    seed: int = 0
+    threads: int = 2
+    out: str | None = None
+
+
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--env", default="creditgym/SearchEasy-v0")
-    ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--estimator", default="turn_return")
-    ap.add_argument("--sft-episodes", type=int, default=64, help="scripted-expert episodes for the warm start (0 = none)")
-    ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--groups", type=int, default=4)
-    ap.add_argument("--group-size", type=int, default=4)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--n-eval", type=int, default=32)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
+    args = tyro.cli(Args, args=argv, description=__doc__)
     torch.set_num_threads(args.threads)
     env_kwargs = {"topk": 1}
 

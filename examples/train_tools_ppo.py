@@ -9,30 +9,36 @@ explained variance.
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
+import tyro
 
 from creditgym.agents import tiny
+from creditgym.envs.tools import TOOLS
 from creditgym.trainers import PPOConfig, PPOTrainer
 from creditgym.trainers.evaluate import evaluate
 
 
+@dataclass
+class Args:
+    env: str = TOOLS
+    level: Literal["token", "turn", "hierarchical"] = "turn"
+    steps: int = 20
+    groups: int = 4
+    group_size: int = 4
+    max_new_tokens: int = 48
+    n_eval: int = 32
+    hidden: int = 128
+    layers: int = 2
+    seed: int = 0
+    out: str | None = None
+
+
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--env", default="creditgym/Tools-v0")
-    ap.add_argument("--level", default="turn", choices=["token", "turn", "hierarchical"])
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--groups", type=int, default=4)
-    ap.add_argument("--group-size", type=int, default=4)
-    ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument("--n-eval", type=int, default=32)
-    ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
+    args = tyro.cli(Args, args=argv, description=__doc__)
     torch.set_num_threads(2)
     env_kwargs = {"difficulty": 1}
 

@@ -1,31 +1,22 @@
-"""Trainers: losses, GRPO-family / PPO / SFT trainers, task samplers, the quickstart.
-
-The trainer classes are imported lazily, so `import creditgym.trainers` stays cheap.
-"""
+"""Trainers: GRPO-family (grpo.py), PPO (ppo.py), SFT (sft.py), each with its Config beside it; the
+losses, the policy update, task samplers, evaluation and the quickstart."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from creditgym.trainers.curriculum import TaskSampler, UniformSampler
+from creditgym.trainers.evaluate import evaluate
+from creditgym.trainers.grpo import GRPOConfig, GRPOTrainer
+from creditgym.trainers.ppo import PPOConfig, PPOTrainer
+from creditgym.trainers.sft import SFTConfig, SFTTrainer
 
-_LAZY: dict[str, str] = {
-    "GRPOTrainer": "creditgym.trainers.grpo",
-    "GRPOConfig": "creditgym.trainers.grpo",
-    "PPOTrainer": "creditgym.trainers.ppo",
-    "PPOConfig": "creditgym.trainers.ppo",
-    "SFTTrainer": "creditgym.trainers.sft",
-    "SFTConfig": "creditgym.trainers.sft",
-    "TaskSampler": "creditgym.trainers.curriculum",
-    "UniformSampler": "creditgym.trainers.curriculum",
-    "evaluate": "creditgym.trainers.evaluate",
-}
-
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'creditgym.trainers' has no attribute {name!r}")
+__all__ = [
+    "GRPOConfig",
+    "GRPOTrainer",
+    "PPOConfig",
+    "PPOTrainer",
+    "SFTConfig",
+    "SFTTrainer",
+    "TaskSampler",
+    "UniformSampler",
+    "evaluate",
+]

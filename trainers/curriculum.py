@@ -1,8 +1,8 @@
 """Task samplers: what the trainer asks the Collector to play, one `TaskSpec` per group.
 
-A sampler is any object with `sample(n, rng) -> list[TaskSpec]` and, optionally,
-`update(specs, episodes)` (curriculum samplers such as SEC learn from the groups they chose; they
-come with a later issue). Samplers draw only from the generator they are given, so a resumed run
+A sampler is any object with `sample(n, rng) -> list[TaskSpec]` and `update(specs, episodes)`
+(curriculum samplers such as SEC learn from the groups they chose, with a later issue; a sampler
+that learns nothing writes an `update` that does nothing). Samplers draw only from the generator they are given, so a resumed run
 that restores the trainer's generator draws the same tasks.
 """
 
@@ -24,6 +24,10 @@ class TaskSampler(Protocol):
     """Chooses the task category (and env kwargs) of each group."""
 
     def sample(self, n: int, rng: np.random.Generator) -> list[TaskSpec]: ...
+
+    def update(self, specs: Sequence[TaskSpec], episodes: Sequence[Episode]) -> None:
+        """What the trainer played for `specs` (a dropped group's episodes seen with zero rewards)."""
+        ...
 
 
 @dataclass

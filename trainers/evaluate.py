@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from creditgym.trainers.sft import episode_success
-from creditgym.trajectory import Episode, TaskSpec
+from creditgym.agents.base import Policy, Sampling
+from creditgym.agents.rollout import Collector
+from creditgym.trajectory import Episode, TaskSpec, episode_success
 
 __all__ = ["EVAL_CONFIG", "EvalResult", "evaluate", "format_table", "load_eval_config", "save_eval_config"]
 
@@ -77,7 +78,7 @@ def _stderr(p: float, n: int) -> float:
 
 
 def evaluate(
-    policy: Any,
+    policy: Policy,
     env_id: str,
     n_eval: int = 64,
     seed: int = 10_000,
@@ -96,9 +97,6 @@ def evaluate(
     and `history` are the Collector's (None: the policy's context length; the env's history).
     Sampling is seeded from `seed`, so a saved model reproduces its number (`save_eval_config`).
     """
-    from creditgym.agents.base import Sampling
-    from creditgym.agents.rollout import Collector
-
     kwargs = {**dict(env_kwargs or {}), "split": split}
     cats: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (categories or {"all": {}}).items()}
     col = Collector(

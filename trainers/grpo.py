@@ -7,17 +7,184 @@ METHODS.md section 1 (PPO/DAPO clipping, Dr. GRPO aggregation, KL, entropy, TIS)
 
     trainer = GRPOTrainer(policy, "creditgym/SearchEasy-v0", GRPOConfig(estimator="gigpo", steps=20))
     summary = trainer.train()
+
+One step (`_step`) reads top to bottom: collect (with the probes, greedy runs and branches the
+estimator's `needs` ask for; DAPO dynamic sampling) -> drop poisoned groups -> credit (pack, DAPO
+overlong shaping, KL in the reward, Monte-Carlo or critic values, `credit.compute`) ->
+`policy_update` (update.py, a function of explicit inputs) -> critic fit (PPO) -> sync the generator
+-> log. Self-play trains one learner per role (`policies={role: policy}`); each role's episodes
+update only that role's policy. PPOTrainer (ppo.py) is this loop with a `Critic` per role.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import copy
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from creditgym.trainers.rl_base import RLTrainerBase
-from creditgym.trainers.rl_config import RLConfig
+import numpy as np
+import torch
 
-__all__ = ["GRPOConfig", "GRPOTrainer"]
+from creditgym.agents.base import Sampling, TrainablePolicy, WeightSyncedGenerator
+from creditgym.agents.offline import mc_values
+from creditgym.agents.probes import GoldAnswerProbe, SIOPProbe
+from creditgym.agents.rollout import Collector, derive_seed
+from creditgym.batch import CreditBatch
+from creditgym.credit import ESTIMATORS, Advantages, compute
+from creditgym.credit.registry import check_branches_spec, knob_default, trains_on_branches
+from creditgym.store import RolloutStore
+from creditgym.trainers import losses
+from creditgym.trainers.curriculum import TaskSampler, UniformSampler
+from creditgym.trainers.logprobs import row_logprobs
+from creditgym.trainers.loop import TrainerLoop, check_finite_config
+from creditgym.trainers.run_log import StageTimer
+from creditgym.trainers.schedule import Learner, build_optimizer
+from creditgym.trainers.update import policy_update
+from creditgym.trajectory import (
+    MC_ROLLOUT,
+    Episode,
+    episode_metrics,
+    episode_success,
+    excluded,
+    mark_excluded_groups,
+    split_for_training,
+    zero_advantage_view,
+)
+
+if TYPE_CHECKING:
+    from creditgym.trainers.ppo import Critic
+
+__all__ = ["GRPOConfig", "GRPOTrainer", "RLConfig"]
+
+log = logging.getLogger(__name__)
+
+PROBES = {"gold": GoldAnswerProbe, "siop": SIOPProbe}
+"""The probe each `needs["probe"]` key asks the Collector to run."""
+
+
+@dataclass
+class RLConfig:
+    """Shared collection, loss and bookkeeping settings of the on-policy RL trainers."""
+
+    # --------------------------------------------------------------- credit
+    estimator: str = "grpo"
+    """Registered estimator name (`creditgym.credit.ESTIMATORS`); its `needs` configure collection."""
+    estimator_cfg: dict[str, Any] = field(default_factory=dict)
+    """Knobs passed to `credit.compute(estimator, batch, **estimator_cfg)` (checked strictly)."""
+    collect_overrides: dict[str, Any] = field(default_factory=dict)
+    """Override the estimator's collection needs, e.g. `{"branches": {"at": "every_turn", "n": 2}}`."""
+    outcome_key: str | None = None
+    """`Episode.outcome` entry packed as `outcome_B` (default: the estimator's need, else the return)."""
+    # --------------------------------------------------------------- collection
+    steps: int = 20
+    """Collect-credit-update rounds."""
+    num_groups: int = 4
+    """Groups (tasks) per round."""
+    group_size: int = 8
+    """Episodes per group (GRPO, arXiv 2402.03300, uses 64 for math; 8 is common for agents)."""
+    temperature: float = 1.0
+    """Sampling temperature (also used for every recomputed logprob)."""
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    """Tokens per action (the generation cap L_max of DAPO's overlong shaping)."""
+    max_context_tokens: int | None = None
+    """Token budget of one context (None: the policy's declared context length, else
+    `agents.rollout_history.DEFAULT_MAX_CONTEXT_TOKENS`); a `full`-history episode reaching it ends
+    `collector_truncated`."""
+    history: str | None = None
+    """What the policy sees each turn: "full", "window" (goal, last action, current observation) or
+    "window:K" (last K actions); None = the env's `metadata["history"]` (Device: window, k=1)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Env constructor kwargs (merged under the trainer's `env_kwargs=` argument)."""
+    # --------------------------------------------------------------- optimisation
+    lr: float = 1e-5
+    """AdamW learning rate: 1e-6..1e-5 for pretrained LLMs (verl/TRL); the tiny model takes ~1e-4."""
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"
+    """After warm-up: "constant" (TRL/verl default), "linear" or "cosine" decay to min_lr_ratio * lr
+    over the planned optimizer steps (steps * ppo_epochs * mini_batches)."""
+    min_lr_ratio: float = 0.0
+    """Final learning rate as a fraction of lr under a decaying schedule."""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float = 1.0
+    """Gradient clipping by norm (verl default 1.0)."""
+    ppo_epochs: int = 1
+    """Passes over each round's episodes (GRPO's mu; 1 = strictly on-policy, ratio 1)."""
+    mini_batches: int = 1
+    """Optimizer steps per epoch (episodes split evenly, seeded)."""
+    token_budget: int = 8192
+    """Padded tokens per micro-batch; gradient accumulation equals one big batch exactly."""
+    skip_zero_adv_rows: bool = True
+    """Leave rows with all-zero advantages out of the forward/backward pass (their policy gradient is
+    exactly zero; normalisers still count them). Ignored when a KL or entropy term is in the loss."""
+    # --------------------------------------------------------------- policy loss
+    clip_eps: float = 0.2
+    """PPO ratio clip (arXiv 1707.06347)."""
+    clip_eps_low: float | None = None
+    """Lower clip bound (default clip_eps)."""
+    clip_eps_high: float | None = None
+    """Upper clip bound (default clip_eps; DAPO's clip-higher uses 0.28, arXiv 2503.14476)."""
+    dual_clip_c: float | None = None
+    """Dual-clip constant c > 1 (arXiv 1912.09729); None = off, 3.0 when on (verl)."""
+    per_turn_clip: bool = False
+    """Scale the clip range per turn with the estimator's `clip_scale_BK` (A2TGPO)."""
+    loss_agg: str = "token-mean"
+    """token-mean (DAPO), seq-mean-token-mean (GRPO), seq-mean-token-sum, seq-mean-token-sum-norm (Dr. GRPO)."""
+    loss_norm_const: float | None = None
+    """Dr. GRPO's constant; default max_turns * max_new_tokens when that aggregation is chosen."""
+    kl_coef: float = 0.0
+    """KL-to-reference weight (0 = off, as DAPO; GRPO used 0.04, verl 0.001)."""
+    kl_estimator: str = "k3"
+    """k1, k2 or k3 (Schulman 2020); GRPO's choice is k3."""
+    kl_in_reward: bool = False
+    """Subtract kl_coef * k1 from turn rewards before credit instead of adding a loss term."""
+    entropy_coef: float = 0.0
+    """Entropy bonus weight (0 in LLM practice; CleanRL PPO uses 0.01)."""
+    tis_cap: float | None = None
+    """Truncated importance sampling cap between generator and trainer (2.0 when on; None = off)."""
+    tis_level: str = "token"
+    # --------------------------------------------------------------- DAPO extras
+    dynamic_sampling: bool = False
+    """DAPO: keep only groups whose outcomes are not all equal, collecting more rounds as needed."""
+    dynamic_sampling_metric: str = "return"
+    """"return" (sum of turn rewards) or "success" (outcome success)."""
+    dynamic_sampling_max_batches: int = 10
+    """Generation rounds before giving up (verl's DAPO recipe)."""
+    allow_short_batch: bool = False
+    """Train on fewer kept groups instead of raising when the rounds run out."""
+    overlong_cache_tokens: int | None = None
+    """DAPO soft overlong punishment buffer (None = off)."""
+    overlong_penalty: float = 1.0
+    overlong_scope: str = "turn"
+    """"turn" or "episode"."""
+    overlong_filter: bool = False
+    """Mask out episodes with a turn cut by the token cap."""
+    # --------------------------------------------------------------- LoRA, run bookkeeping
+    lora: bool = False
+    """Wrap the model in a peft LoRA adapter; the KL reference is the base model with adapters off."""
+    lora_r: int = 8
+    lora_alpha: int = 16
+    seed: int = 0
+    out_dir: str | None = None
+    """Metrics (metrics.jsonl), tensorboard logs (tb/), episodes.jsonl and checkpoints go here."""
+    save_episodes: bool = True
+    """Append every collected episode to out_dir/episodes.jsonl."""
+    checkpoint_every: int = 0
+    """Write out_dir/checkpoint.pt every N rounds (0 = never)."""
+    resume: bool = False
+    """Continue from out_dir/checkpoint.pt when it exists."""
+    progress: bool = False
+    """Rich progress bar."""
+    tensorboard: bool = True
+    wandb_project: str | None = None
+    """Also log to Weights & Biases (needs the wandb extra)."""
+
+    def __post_init__(self) -> None:
+        check_finite_config(self)
 
 
 @dataclass
@@ -29,24 +196,307 @@ class GRPOConfig(RLConfig):
     """"pg" (clipped policy gradient). FlowRL's objective comes with a later issue."""
 
 
-class GRPOTrainer(RLTrainerBase):
+def estimator_needs(cfg: RLConfig) -> dict[str, Any]:
+    """The estimator's `needs` with `collect_overrides` applied, unset (None/False) entries dropped."""
+    if cfg.estimator not in ESTIMATORS:
+        raise KeyError(f"unknown estimator {cfg.estimator!r}; registered: {sorted(ESTIMATORS)}")
+    needs = {**ESTIMATORS[cfg.estimator].needs, **cfg.collect_overrides}  # type: ignore[attr-defined]
+    return {k: v for k, v in needs.items() if v is not None and v is not False}
+
+
+def add_turn_rewards(batch: CreditBatch, delta_BK: torch.Tensor) -> CreditBatch:
+    """`batch` with `delta_BK` added to the turn rewards (and to the outcome when it is their sum)."""
+    changes: dict[str, Any] = {"rewards_BK": batch.rewards_BK + delta_BK}
+    if batch.meta.get("outcome_key") is None:
+        changes["outcome_B"] = batch.outcome_B + delta_BK.sum(1).to(batch.outcome_B.dtype)
+    return dataclasses.replace(batch, **changes)
+
+
+def frozen_copy(policy: TrainablePolicy) -> TrainablePolicy:
+    """A copy of `policy` with its own frozen weights (the KL reference of a policy without LoRA)."""
+    ref = copy.copy(policy)
+    ref.model = copy.deepcopy(policy.model)
+    for p in ref.model.parameters():
+        p.requires_grad_(False)
+    ref.model.eval()
+    return ref
+
+
+class GRPOTrainer(TrainerLoop):
     """Critic-free trainer. Refuses estimators that need critic values (use PPOTrainer)."""
 
     description = "grpo"
+    critic_cls: type[Critic] | None = None
+    """PPOTrainer sets its `Critic`: one per role, holding the value model, its optimizer and its fit."""
 
-    def __init__(self, policy: Any = None, env_id: str | None = None, config: GRPOConfig | None = None, **kw: Any):
+    def __init__(
+        self,
+        policy: TrainablePolicy | None = None,
+        env_id: str | None = None,
+        config: RLConfig | None = None,
+        env_kwargs: Mapping[str, Any] | None = None,
+        policies: Mapping[str, TrainablePolicy] | None = None,
+        generator: WeightSyncedGenerator | None = None,
+        task_sampler: TaskSampler | None = None,
+        collector: Collector | None = None,
+    ):
         cfg = config if config is not None else GRPOConfig()
-        if cfg.objective != "pg":
+        name = type(self).__name__
+        if isinstance(cfg, GRPOConfig) and cfg.objective != "pg":
             raise ValueError(f"objective {cfg.objective!r} is not available yet; use objective='pg'")
-        needs = dict(getattr(self._estimator(cfg.estimator), "needs", {}) or {})
-        needs.update(cfg.collect_overrides)
-        if needs.get("values") == "critic":
-            raise ValueError(
-                f"estimator {cfg.estimator!r} needs critic values; GRPOTrainer is critic-free: use PPOTrainer"
-            )
-        if needs.get("values") == "mc" and not needs.get("branches"):
+        if policy is None and not policies:
+            raise ValueError(f"{name} needs a policy (or policies={{role: policy}} for self-play)")
+        if env_id is None and collector is None:
+            raise ValueError(f"{name} needs an env_id (or a ready collector=)")
+        self.policies: dict[str, TrainablePolicy] = dict(policies) if policies else {"agent": policy}  # type: ignore[dict-item]
+        for role, p in self.policies.items():
+            if not isinstance(p, TrainablePolicy):
+                raise TypeError(f"{name} trains a TrainablePolicy (HFPolicy: tiny.build, pretrained.load); the {role!r} "
+                                f"policy is a {type(p).__name__}, which cannot be trained; pass it as generator= or an opponent")  # fmt: skip
+        if generator is not None and not isinstance(generator, WeightSyncedGenerator):
+            raise TypeError(f"generator {type(generator).__name__} has no sync_from(policy): it cannot take the trained weights")
+        self.env_id = env_id
+        self.env_kwargs = {**cfg.env_kwargs, **dict(env_kwargs or {})}
+        self.generator = generator
+        self.task_sampler: TaskSampler = task_sampler if task_sampler is not None else UniformSampler()
+        self.needs = estimator_needs(cfg)
+        self._check_config(cfg)
+        spec = self.needs.get("branches")
+        if spec:
+            check_branches_spec(cfg.estimator, spec)
+        # whether branch rollouts are trained on, or only give Monte-Carlo values (`needs["branches"]["train"]`)
+        self.train_on_branches = trains_on_branches(ESTIMATORS[cfg.estimator], spec, cfg.estimator_cfg) if spec else False
+        if cfg.lora:
+            for p in self.policies.values():
+                if not p.has_adapter:
+                    p.add_lora(r=cfg.lora_r, alpha=cfg.lora_alpha)
+        planned = cfg.steps * cfg.ppo_epochs * cfg.mini_batches
+        betas = (float(cfg.adam_betas[0]), float(cfg.adam_betas[1]))
+        learners = {
+            role: Learner(p, *build_optimizer(p.model, cfg.lr, cfg.weight_decay, cfg.warmup_steps, betas,
+                                              schedule=cfg.lr_schedule, total_steps=planned, min_lr_ratio=cfg.min_lr_ratio))
+            for role, p in self.policies.items()
+        }  # fmt: skip
+        # the KL reference: with LoRA the policy itself with adapters off (`reference()`), else a frozen copy
+        self._refs = {r: frozen_copy(p) for r, p in self.policies.items() if cfg.kl_coef > 0 and not p.has_adapter}
+        self.critics: dict[str, Critic] = {r: self.critic_cls(p, cfg) for r, p in self.policies.items()} if self.critic_cls else {}
+        self.rng = np.random.default_rng(cfg.seed)
+        self.collect_calls = 0
+        self.timer = StageTimer()
+        self.collector = collector if collector is not None else self._build_collector(cfg)
+        self._setup_loop(learners, cfg, cfg.steps)
+        self.maybe_resume()
+        self.store = RolloutStore(self.out_dir / "episodes.jsonl", fsync=False) if self.out_dir and cfg.save_episodes else None
+
+    # ------------------------------------------------------------------ configuration
+    def _check_config(self, cfg: RLConfig) -> None:
+        values = self.needs.get("values")
+        if values == "critic" and self.critic_cls is None:
+            raise ValueError(f"estimator {cfg.estimator!r} needs critic values; GRPOTrainer is critic-free: use PPOTrainer")
+        if values != "critic" and self.critic_cls is not None:
+            raise ValueError(f"PPOTrainer trains a critic for estimator values; {cfg.estimator!r} needs none: use GRPOTrainer")
+        if values == "mc" and not self.needs.get("branches"):
             raise ValueError(
                 f"estimator {cfg.estimator!r} needs Monte-Carlo values from branches; set "
                 "collect_overrides={'branches': {'at': 'every_turn', 'n': 4}}"
             )
-        super().__init__(policy, env_id, cfg, **kw)
+        if cfg.per_turn_clip and cfg.estimator not in ("a2tgpo",):
+            log.info("per_turn_clip=True: estimator %r must supply clip_scale_BK", cfg.estimator)
+        if cfg.loss_agg not in losses.AGG_MODES:
+            raise ValueError(f"unknown loss_agg {cfg.loss_agg!r}; choose one of {losses.AGG_MODES}")
+        if cfg.dynamic_sampling_metric not in ("return", "success"):
+            raise ValueError("dynamic_sampling_metric must be 'return' or 'success'")
+        if cfg.overlong_scope not in ("turn", "episode"):
+            raise ValueError("overlong_scope must be 'turn' or 'episode'")
+
+    def _build_collector(self, cfg: RLConfig) -> Collector:
+        probe = self.needs.get("probe")
+        if probe is not None and probe not in PROBES:
+            raise ValueError(f"estimator {cfg.estimator!r} needs probe {probe!r}; known probes: {sorted(PROBES)}")
+        self_play = len(self.policies) > 1 or "agent" not in self.policies
+        return Collector(
+            self.generator if self.generator is not None else (None if self_play else self.policies["agent"]),
+            self.env_id,
+            group_size=cfg.group_size,
+            env_kwargs=self.env_kwargs,
+            policies=dict(self.policies) if self_play else None,
+            greedy_baseline=bool(self.needs.get("greedy", False)),
+            probes=[PROBES[probe]()] if probe is not None else [],
+            sampling=Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens),
+            max_context_tokens=cfg.max_context_tokens,
+            history=cfg.history,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Data position (the task generator, the collect counter, the Collector's counters) and critics."""
+        return {
+            "rng": self.rng.bit_generator.state,
+            "collect_calls": self.collect_calls,
+            "collector": self.collector.state_dict(),
+            "critics": {role: critic.state_dict() for role, critic in self.critics.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.collect_calls = int(state["collect_calls"])
+        self.collector.load_state_dict(state["collector"])
+        for role, critic_state in state.get("critics", {}).items():
+            self.critics[role].load_state_dict(critic_state)
+
+    # ------------------------------------------------------------------ collect
+    def _collect_round(self) -> list[Episode]:
+        cfg = self.config
+        specs = self.task_sampler.sample(cfg.num_groups, self.rng)
+        seed = derive_seed(cfg.seed, self.collect_calls)
+        self.collect_calls += 1
+        self.collector.set_env_attr("training_step", self.step_idx)  # env curricula (SimSearch's noise)
+        episodes = mark_excluded_groups(self.collector.collect(cfg.num_groups, seed=seed, tasks=specs))
+        branches = self.needs.get("branches")
+        if branches:
+            rollouts = list(self.collector.branch_for([e for e in episodes if not excluded(e)], branches))
+            if not self.train_on_branches:  # Monte-Carlo values only (vineppo, chain spo)
+                rollouts = [dataclasses.replace(e, meta={**e.meta, MC_ROLLOUT: True}) for e in rollouts]
+            episodes = mark_excluded_groups([*episodes, *rollouts])
+        self.task_sampler.update(specs, [zero_advantage_view(e) if excluded(e) else e for e in episodes])
+        return episodes
+
+    def collect(self) -> tuple[list[Episode], dict[str, float]]:
+        """One round of episodes; with dynamic sampling, further rounds until `num_groups` groups
+        with unequal outcomes are kept (DAPO, arXiv 2503.14476)."""
+        cfg = self.config
+        if not cfg.dynamic_sampling:
+            return self._collect_round(), {}
+        kept: list[list[Episode]] = []
+        seen = rounds = 0
+        while len(kept) < cfg.num_groups and rounds < cfg.dynamic_sampling_max_batches:
+            eps = self._collect_round()
+            rounds += 1
+            groups: dict[tuple[str, str], list[Episode]] = {}
+            for e in eps:
+                groups.setdefault((e.group_id, e.role), []).append(e)
+            seen += len(groups)
+            for members in groups.values():
+                trained = [e for e in members if not e.meta.get(MC_ROLLOUT)]
+                if any(excluded(e) for e in members) or not trained:
+                    continue
+                score = episode_success if cfg.dynamic_sampling_metric == "success" else (lambda e: e.total_reward)
+                r = torch.tensor([score(e) for e in trained], dtype=torch.float64)
+                if float(r.max() - r.min()) > 1e-8:
+                    kept.append(members)
+        if len(kept) < cfg.num_groups and not cfg.allow_short_batch:
+            raise RuntimeError(
+                f"dynamic sampling kept {len(kept)} of {cfg.num_groups} groups after {rounds} rounds: every other "
+                "group had equal outcomes. Lower the difficulty, raise group_size, or set allow_short_batch=True"
+            )
+        kept = kept[: cfg.num_groups]
+        return [e for g in kept for e in g], {"ds/kept_frac": len(kept) / max(seen, 1), "ds/gen_rounds": float(rounds)}
+
+    # ------------------------------------------------------------------ credit
+    def _episode_token_budget(self) -> int:
+        max_turns = int(self.env_kwargs.get("max_turns", 0) or 0) or 6
+        return max_turns * self.config.max_new_tokens
+
+    def _shape_rewards(self, episodes: Sequence[Episode], batch: CreditBatch) -> tuple[CreditBatch, torch.Tensor]:
+        """DAPO overlong shaping and filtering; returns the batch and the trainable-token mask."""
+        cfg = self.config
+        mask_BT = batch.loss_mask_BT.clone()
+        if cfg.overlong_cache_tokens:
+            n_BK = torch.zeros_like(batch.rewards_BK)
+            for b, ep in enumerate(episodes):
+                for k, t in enumerate(ep.turns):
+                    n_BK[b, k] = len(t.action_ids)
+            if cfg.overlong_scope == "turn":
+                pen_BK = losses.overlong_penalty(n_BK, cfg.max_new_tokens, cfg.overlong_cache_tokens, cfg.overlong_penalty)
+                pen_BK = pen_BK * batch.turn_mask_BK
+            else:
+                budget = self._episode_token_budget()
+                pen_B = losses.overlong_penalty(n_BK.sum(1), budget, cfg.overlong_cache_tokens, cfg.overlong_penalty)
+                last_B = (batch.n_turns_B - 1).clamp_min(0)
+                pen_BK = torch.zeros_like(n_BK).scatter_(1, last_B[:, None], pen_B[:, None])
+            batch = add_turn_rewards(batch, pen_BK.to(batch.rewards_BK.dtype))
+        if cfg.overlong_filter:
+            for b, ep in enumerate(episodes):
+                if any(t.info.get("finish_reason") == "length" for t in ep.turns):
+                    mask_BT[b] = False
+        return batch, mask_BT
+
+    def _ref_logprobs(self, role: str, batch: CreditBatch, mask_BT: torch.Tensor) -> torch.Tensor | None:
+        """The reference's logprobs on the trainable tokens `mask_BT` (0 elsewhere; nothing reads them)."""
+        if self.config.kl_coef <= 0:
+            return None
+        if role in self._refs:
+            return row_logprobs(self._refs[role], batch, self.config.temperature, mask_BT)
+        with self.policies[role].reference():
+            return row_logprobs(self.policies[role], batch, self.config.temperature, mask_BT)
+
+    def _credit(
+        self, role: str, episodes: Sequence[Episode], rollouts: Sequence[Episode] = ()
+    ) -> tuple[CreditBatch, Advantages, torch.Tensor, torch.Tensor | None]:
+        """Pack `episodes` (the trained ones), shape rewards, attach values and run the estimator;
+        `rollouts` are branch rollouts used only for Monte-Carlo values (CREDIT.md 7)."""
+        cfg = self.config
+        outcome_key = cfg.outcome_key or self.needs.get("outcome_key")
+        batch = CreditBatch.from_episodes(episodes, outcome_key=outcome_key, probe_key=self.needs.get("probe"))
+        batch, mask_BT = self._shape_rewards(episodes, batch)
+        ref_BT = self._ref_logprobs(role, batch, mask_BT)
+        if ref_BT is not None and cfg.kl_in_reward:
+            assert batch.logprobs_BT is not None
+            old_BT = row_logprobs(self.policies[role], batch, cfg.temperature, mask_BT)
+            k1_BT = losses.kl_terms(old_BT, ref_BT, "k1")
+            shaped = losses.kl_reward_penalty(batch.rewards_BK, k1_BT, batch.token_turn_BT, mask_BT, cfg.kl_coef)
+            batch = add_turn_rewards(batch, (shaped - batch.rewards_BK) * batch.turn_mask_BK)
+        if self.needs.get("values") == "mc":  # discounted with the estimator's own gamma
+            gamma = float(knob_default(ESTIMATORS[cfg.estimator], "gamma", cfg.estimator_cfg, 1.0))
+            batch = batch.with_values(values_BK=mc_values(episodes, rollouts, gamma=gamma, num_slots=batch.K))
+        if role in self.critics:
+            batch = self.critics[role].attach_values(batch)
+        adv = compute(cfg.estimator, batch, **cfg.estimator_cfg)
+        return batch, adv, mask_BT, ref_BT
+
+    # ------------------------------------------------------------------ one round
+    def _step(self) -> dict[str, float]:
+        cfg = self.config
+        with self.timer("rollout"):
+            episodes, metrics = self.collect()
+        if self.store is not None:
+            self.store.extend(episodes)
+        trained, rollouts, dropped = split_for_training(episodes)
+        metrics.update(episode_metrics(trained))
+        metrics.update(dropped)
+        if rollouts:
+            metrics["mc_rollouts"] = float(len(rollouts))
+        if not trained:
+            metrics.update(self._skip("every group was dropped (non-finite rewards or generation errors)"))
+        several = len(self.learners) > 1
+        for role, learner in self.learners.items():
+            eps = [e for e in trained if e.role == role] if several else trained
+            if not eps:
+                continue
+            roll = [e for e in rollouts if e.role == role] if several else rollouts
+            prefix = f"{role}/" if several else ""
+            with self.timer("credit"):
+                batch, adv, mask_BT, ref_BT = self._credit(role, eps, roll)
+            metrics.update({prefix + (k if k.startswith("adv/") else f"adv/{k}"): float(v) for k, v in adv.metrics.items()})
+            if losses.has_nonfinite(adv.token_BT):
+                metrics.update(self._skip(f"{role}: NaN or inf in the advantages"))
+                continue
+            if cfg.per_turn_clip and adv.clip_scale_BK is None:
+                raise ValueError(
+                    f"estimator {cfg.estimator!r} gives no clip_scale_BK; use a2tgpo or set per_turn_clip=False"
+                )
+            with self.timer("update"):
+                norm_const = cfg.loss_norm_const
+                if cfg.loss_agg == "seq-mean-token-sum-norm" and not norm_const:
+                    norm_const = self._episode_token_budget()
+                out, skips = policy_update(learner, batch, adv, mask_BT, ref_BT, cfg, step=self.step_idx, norm_const=norm_const)
+                for why in skips:
+                    out.update(self._skip(why))
+            metrics.update({f"{prefix}{k}": v for k, v in out.items()})
+            with self.timer("critic"):  # PPO fits its critic on the returns; timed (as 0) for GRPO too
+                if role in self.critics:
+                    metrics.update({f"{prefix}{k}": v for k, v in self.critics[role].fit(batch, adv).items()})
+        with self.timer("sync"):
+            if self.generator is not None:
+                self.generator.sync_from(self.policies["agent"] if "agent" in self.policies else next(iter(self.policies.values())))
+        metrics.update(self.timer.pop())
+        return metrics

@@ -1,82 +1,61 @@
-"""`TrainerLoop`: the step loop, checkpoints, exact resume and logging every trainer shares.
+"""`TrainerLoop`: the step loop every trainer shares (step and train, skipped updates, logging,
+checkpoints every N steps, exact resume), and the finite-config check of every trainer Config.
 
-A trainer subclasses it and writes `_step() -> dict[str, float]` (one collect-credit-update round,
-or one SFT optimizer step) and `_extra_state()` / `_load_extra_state()` for anything beyond the
-model, optimizer and scheduler. Data position is the step counter (plus whatever the trainer keeps
-in its extra state), so a resumed run replays the same batches and seeds.
+A trainer calls `_setup_loop(learners, config, total_steps)`, writes `_step() -> metrics` (one
+collect-credit-update round, or one SFT optimizer step) and `state_dict()` / `load_state_dict()` for
+its data position beyond the step counter (checkpoint.py), and calls `maybe_resume()` last in its
+`__init__`, once everything a checkpoint restores exists.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+from creditgym.trainers.checkpoint import (
+    CHECKPOINT_NAME,
+    learner_states,
+    load_checkpoint,
+    load_learner_states,
+    log_offsets,
+    save_checkpoint,
+    truncate_logs,
+)
+from creditgym.trainers.run_log import RunLogger
+from creditgym.trainers.schedule import Learner
 
-from creditgym.trainers.common import RunLogger, load_checkpoint, save_checkpoint
-
-__all__ = ["Learner", "TrainerLoop"]
+__all__ = ["TrainerLoop", "check_finite_config"]
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoint.pt"
-RUN_LOGS = ("metrics.jsonl", "episodes.jsonl")
-"""Append-only files in out_dir that a resume truncates back to their size at the checkpoint."""
+
+def _nonfinite(value: Any, path: str) -> list[tuple[str, float]]:
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [(path, value)]
+    if isinstance(value, dict):
+        return [bad for k, v in value.items() for bad in _nonfinite(v, f"{path}[{k!r}]")]
+    if isinstance(value, (list, tuple)):
+        return [bad for i, v in enumerate(value) for bad in _nonfinite(v, f"{path}[{i}]")]
+    return []
 
 
-def log_offsets(out_dir: Path) -> dict[str, int]:
-    """Byte size of each run log in `out_dir` (synced to disk first, so the sizes are durable)."""
-    sizes = {}
-    for name in RUN_LOGS:
-        path = out_dir / name
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-            sizes[name] = path.stat().st_size
-    return sizes
-
-
-def truncate_logs(out_dir: Path, sizes: dict[str, int]) -> None:
-    """Cut each run log back to its size at the checkpoint (0 when it did not exist then): rows and
-    episodes of the steps after the checkpoint are replayed by the resumed run, so they must go.
-    Idempotent, so a crash during it is repaired by the next resume."""
-    for name in RUN_LOGS:
-        path = out_dir / name
-        if not path.is_file():
-            continue
-        keep, size = int(sizes.get(name, 0)), path.stat().st_size
-        if size > keep:
-            with open(path, "r+b") as f:
-                f.truncate(keep)
-                f.flush()
-                os.fsync(f.fileno())
-            log.info("resume: cut %s from %d to %d bytes (records after the checkpoint)", path, size, keep)
-        elif size < keep:
-            log.warning("resume: %s has %d bytes, the checkpoint saw %d; records were lost", path, size, keep)
-
-
-@dataclass
-class Learner:
-    """One trained policy with its optimizer and scheduler (self-play trains one per role)."""
-
-    policy: Any
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-
-    @property
-    def model(self) -> torch.nn.Module:
-        return self.policy.model
+def check_finite_config(cfg: Any) -> None:
+    """Raise ValueError naming every field of the dataclass `cfg` that holds NaN or inf (also inside
+    dicts, lists and tuples, e.g. `estimator_cfg`): a non-finite knob would silently poison training."""
+    bad = [b for f in dataclasses.fields(cfg) for b in _nonfinite(getattr(cfg, f.name), f.name)]
+    if bad:
+        shown = ", ".join(f"{path}={value!r}" for path, value in bad)
+        raise ValueError(f"{type(cfg).__name__}: non-finite value(s) {shown}; give every number a finite value")
 
 
 class TrainerLoop:
     """Owns `self.learners` (role -> Learner; `self.model` / `self.optimizer` / `self.scheduler` are
-    the first one's), `self.step_idx` and the logger."""
+    the first one's), `self.step_idx`, `self.skipped_steps`, `self.history` and the logger. The
+    config must have `out_dir`, `resume`, `checkpoint_every`, `progress` and `tensorboard`."""
 
-    total_steps: int = 0
     description: str = "train"
 
     def _setup_loop(self, learners: dict[str, Learner], config: Any, total_steps: int) -> None:
@@ -84,18 +63,18 @@ class TrainerLoop:
             raise ValueError("a trainer needs at least one policy to train")
         self.learners = learners
         first = next(iter(learners.values()))
-        self.model = first.model
-        self.optimizer = first.optimizer
-        self.scheduler = first.scheduler
+        self.model, self.optimizer, self.scheduler = first.model, first.optimizer, first.scheduler
         self.config = config
         self.total_steps = int(total_steps)
         self.step_idx = 0
         self.skipped_steps = 0
         self.history: list[dict[str, float]] = []
         self._logger: RunLogger | None = None
-        self.out_dir = Path(config.out_dir) if getattr(config, "out_dir", None) else None
-        resume = getattr(config, "resume", False)
-        if resume and self.checkpoint_path is not None and self.checkpoint_path.is_file():
+        self.out_dir = Path(config.out_dir) if config.out_dir else None
+
+    def maybe_resume(self) -> None:
+        """Load `out_dir/checkpoint.pt` when the config asks to resume and it exists."""
+        if self.config.resume and self.checkpoint_path is not None and self.checkpoint_path.is_file():
             self.load(self.checkpoint_path)
 
     # ------------------------------------------------------------------ checkpoints
@@ -103,10 +82,11 @@ class TrainerLoop:
     def checkpoint_path(self) -> Path | None:
         return self.out_dir / CHECKPOINT_NAME if self.out_dir is not None else None
 
-    def _extra_state(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
+        """The trainer's data position beyond the step counter (none here; trainers add theirs)."""
         return {}
 
-    def _load_extra_state(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         return None
 
     def save(self, path: str | Path | None = None) -> Path:
@@ -116,17 +96,10 @@ class TrainerLoop:
         if target is None:
             raise ValueError("no checkpoint path: set config.out_dir or pass path=")
         state = {
-            "learners": {
-                role: {
-                    "model": {k: v.detach().cpu() for k, v in ln.model.state_dict().items()},
-                    "optimizer": ln.optimizer.state_dict(),
-                    "scheduler": ln.scheduler.state_dict() if ln.scheduler is not None else None,
-                }
-                for role, ln in self.learners.items()
-            },
+            "learners": learner_states(self.learners),
             "step": self.step_idx,
             "skipped_steps": self.skipped_steps,
-            "extra": self._extra_state(),
+            "extra": self.state_dict(),
             "logs": log_offsets(self.out_dir) if self.out_dir is not None else {},
         }
         return save_checkpoint(target, state)
@@ -136,17 +109,11 @@ class TrainerLoop:
         own checkpoint (`out_dir/checkpoint.pt`) also cuts metrics.jsonl and episodes.jsonl back to
         the checkpoint, so a resumed run logs each step, and keeps each step's episodes, once."""
         state = load_checkpoint(path)
-        saved = state["learners"]
-        if set(saved) != set(self.learners):
-            raise ValueError(f"checkpoint {path} holds policies {sorted(saved)}, this trainer has {sorted(self.learners)}")
-        for role, ln in self.learners.items():
-            ln.model.load_state_dict(saved[role]["model"])
-            ln.optimizer.load_state_dict(saved[role]["optimizer"])
-            if ln.scheduler is not None and saved[role].get("scheduler") is not None:
-                ln.scheduler.load_state_dict(saved[role]["scheduler"])
+        load_learner_states(self.learners, state["learners"], path)
         self.step_idx = int(state["step"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
-        self._load_extra_state(state.get("extra", {}))
+        if state.get("extra"):
+            self.load_state_dict(state["extra"])
         own = self.checkpoint_path is not None and Path(path).resolve() == self.checkpoint_path.resolve()
         if own and self.out_dir is not None and "logs" in state:
             truncate_logs(self.out_dir, state["logs"])
@@ -156,30 +123,20 @@ class TrainerLoop:
     def _step(self) -> dict[str, float]:
         raise NotImplementedError
 
-    def _logger_for_run(self) -> RunLogger:
-        if self._logger is None:
-            cfg = self.config
-            self._logger = RunLogger(
-                self.out_dir,
-                self.total_steps,
-                self.description,
-                progress=getattr(cfg, "progress", False),
-                tensorboard=getattr(cfg, "tensorboard", True),
-                config=cfg,
-                wandb_project=getattr(cfg, "wandb_project", None),
-            )
-        return self._logger
-
     def step(self) -> dict[str, float]:
         """One round (collect -> credit -> update -> sync -> log); returns its metrics."""
         metrics = self._step()
         self.step_idx += 1
         metrics["skipped_steps"] = float(self.skipped_steps)
         self.history.append(metrics)
-        if self.out_dir is not None or getattr(self.config, "progress", False):
-            self._logger_for_run().log(self.step_idx, metrics)
-        every = int(getattr(self.config, "checkpoint_every", 0) or 0)
-        if every > 0 and self.checkpoint_path is not None and self.step_idx % every == 0:
+        cfg = self.config
+        if self.out_dir is not None or cfg.progress:
+            if self._logger is None:
+                self._logger = RunLogger(self.out_dir, self.total_steps, self.description, progress=cfg.progress,
+                                         tensorboard=cfg.tensorboard, config=cfg,
+                                         wandb_project=getattr(cfg, "wandb_project", None))  # fmt: skip
+            self._logger.log(self.step_idx, metrics)
+        if cfg.checkpoint_every > 0 and self.checkpoint_path is not None and self.step_idx % cfg.checkpoint_every == 0:
             self.save()
         return metrics
 
@@ -193,10 +150,7 @@ class TrainerLoop:
             if self._logger is not None:
                 self._logger.close()
                 self._logger = None
-        last = dict(last)
-        last["steps"] = float(self.step_idx)
-        last["skipped_steps"] = float(self.skipped_steps)
-        return last
+        return {**last, "steps": float(self.step_idx), "skipped_steps": float(self.skipped_steps)}
 
     def _skip(self, what: str) -> dict[str, float]:
         """Count and warn about a skipped update (NaN/inf in loss or advantages, or nothing to train)."""
@@ -205,19 +159,3 @@ class TrainerLoop:
         for ln in self.learners.values():
             ln.optimizer.zero_grad(set_to_none=True)
         return {"skipped": 1.0}
-
-    def _optimizer_step(self, max_grad_norm: float | None, learner: Learner | None = None) -> float:
-        """Clip gradients by norm, step optimizer and scheduler; returns the pre-clip norm (NaN skips)."""
-        ln = learner if learner is not None else next(iter(self.learners.values()))
-        params = [p for g in ln.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if not params:
-            return 0.0
-        norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm else math.inf)
-        if not math.isfinite(float(norm)):
-            self._skip("non-finite gradient norm")
-            return float("nan")
-        ln.optimizer.step()
-        if ln.scheduler is not None:
-            ln.scheduler.step()
-        ln.optimizer.zero_grad(set_to_none=True)
-        return float(norm)

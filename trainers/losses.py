@@ -20,6 +20,7 @@ __all__ = [
     "aggregate",
     "aggregation_denom",
     "entropy_from_logits",
+    "has_nonfinite",
     "keep_informative_groups",
     "kl_reward_penalty",
     "kl_terms",
@@ -35,6 +36,11 @@ __all__ = [
 AggMode = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
 AGG_MODES: tuple[str, ...] = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 _LOG_RATIO_CLAMP = 20.0
+
+
+def has_nonfinite(*tensors: torch.Tensor | None) -> bool:
+    """True if any given tensor holds a NaN or an inf (such a loss or advantage skips the update)."""
+    return any(t is not None and not bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def _check_agg(agg: str) -> None:

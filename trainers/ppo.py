@@ -4,8 +4,9 @@ PPO (Schulman et al., arXiv 1707.06347) with GAE (arXiv 1506.02438) as CleanRL's
 do it: the critic values the state before each action token (token level) or before each turn
 (turn level, plus the bootstrap slot after a truncated episode), `credit.compute("gae", ...)` turns
 values into advantages and value targets, and the clipped value loss (METHODS.md 1.6) trains the
-critic. The critic is a separate copy of the policy's network with a scalar head
-(`critic="separate"`) or a head on the policy's own network (`critic="value_head"`).
+critic. PPOTrainer is GRPOTrainer's loop (grpo.py) plus, by composition, one `Critic` per role: the
+value model, its optimizer and its fit. The value model is a separate copy of the policy's network
+with a scalar head (`critic="separate"`) or a head on the policy's own network (`critic="value_head"`).
 
 The critic reads, and is trained on, the batch's row-token layout (`batch.row_inputs()`): the
 sequences the policy sampled from, one per episode with the `full` history, one per turn with a
@@ -24,13 +25,15 @@ from typing import Any
 
 import torch
 
+from creditgym.agents.base import TrainablePolicy
 from creditgym.batch import CreditBatch
+from creditgym.credit import Advantages
 from creditgym.trainers import losses
-from creditgym.trainers.common import build_optimizer, has_nonfinite, micro_batches, row_lengths
-from creditgym.trainers.rl_base import RLTrainerBase
-from creditgym.trainers.rl_config import RLConfig
+from creditgym.trainers.grpo import GRPOTrainer, RLConfig
+from creditgym.trainers.logprobs import micro_batches, row_lengths
+from creditgym.trainers.schedule import build_optimizer
 
-__all__ = ["PPOConfig", "PPOTrainer", "ValueModel", "turn_values_from_tokens"]
+__all__ = ["Critic", "PPOConfig", "PPOTrainer", "ValueModel", "turn_values_from_tokens"]
 
 
 @dataclass
@@ -93,84 +96,58 @@ def turn_values_from_tokens(
     return vals
 
 
-class PPOTrainer(RLTrainerBase):
-    """On-policy PPO with a critic; everything else (collection, losses, logging, resume) as GRPO."""
+class Critic:
+    """One role's critic: the value model, its optimizer and its fit (clipped value regression on the
+    estimator's returns, METHODS.md 1.6). It reads, and is trained on, the batch's row-token layout."""
 
-    description = "ppo"
-
-    def __init__(self, policy: Any = None, env_id: str | None = None, config: PPOConfig | None = None, **kw: Any):
-        cfg = config if config is not None else PPOConfig()
+    def __init__(self, policy: TrainablePolicy, cfg: RLConfig):
+        if not isinstance(cfg, PPOConfig):
+            raise TypeError(f"a Critic reads PPOConfig's critic fields; got a {type(cfg).__name__}: use PPOConfig")
         if cfg.critic not in ("separate", "value_head"):
             raise ValueError(f"critic must be 'separate' or 'value_head', got {cfg.critic!r}")
-        super().__init__(policy, env_id, cfg, **kw)
-        needs = self.needs
-        if needs.get("values") != "critic":
-            raise ValueError(f"PPOTrainer trains a critic for estimator values; {cfg.estimator!r} needs none: use GRPOTrainer")
-        self.critics: dict[str, ValueModel] = {}
-        self.critic_opts: dict[str, Any] = {}
-        for role, p in self.policies.items():
-            base = p.model.get_base_model() if hasattr(p.model, "get_base_model") else p.model
-            backbone = copy.deepcopy(base) if cfg.critic == "separate" else base
-            if cfg.critic == "separate":
-                for prm in backbone.parameters():
-                    prm.requires_grad_(True)
-            vm = ValueModel(backbone, int(base.config.hidden_size)).to(next(base.parameters()).device)
-            self.critics[role] = vm
-            self.critic_opts[role] = build_optimizer(vm, cfg.critic_lr or cfg.lr, cfg.weight_decay, cfg.warmup_steps)
-        pending = getattr(self, "_pending_critic_state", None)
-        if pending:
-            self._load_extra_state({**self._extra_state_base(), "critics": pending})
+        self.cfg = cfg
+        self.level = str(cfg.estimator_cfg.get("level", "token"))
+        base = policy.base_model()
+        backbone = copy.deepcopy(base) if cfg.critic == "separate" else base
+        if cfg.critic == "separate":
+            for prm in backbone.parameters():
+                prm.requires_grad_(True)
+        self.model = ValueModel(backbone, int(base.config.hidden_size)).to(next(base.parameters()).device)
+        self.optimizer, self.scheduler = build_optimizer(self.model, cfg.critic_lr or cfg.lr, cfg.weight_decay, cfg.warmup_steps)
 
-    def _extra_state_base(self) -> dict[str, Any]:
-        return super()._extra_state()
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "opt": self.optimizer.state_dict(), "sched": self.scheduler.state_dict()}  # fmt: skip
 
-    @property
-    def _level(self) -> str:
-        return str(self.config.estimator_cfg.get("level", "token"))
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["opt"])
+        self.scheduler.load_state_dict(state["sched"])
 
-    def _extra_state(self) -> dict[str, Any]:
-        state = super()._extra_state()
-        state["critics"] = {
-            r: {"model": {k: v.detach().cpu() for k, v in vm.state_dict().items()},
-                "opt": self.critic_opts[r][0].state_dict(), "sched": self.critic_opts[r][1].state_dict()}
-            for r, vm in self.critics.items()
-        }  # fmt: skip
-        return state
-
-    def _load_extra_state(self, state: dict[str, Any]) -> None:
-        super()._load_extra_state(state)
-        if not hasattr(self, "critics"):
-            self._pending_critic_state = state.get("critics")
-            return
-        for r, s in (state.get("critics") or {}).items():
-            self.critics[r].load_state_dict(s["model"])
-            self.critic_opts[r][0].load_state_dict(s["opt"])
-            self.critic_opts[r][1].load_state_dict(s["sched"])
-
-    def _critic_values(self, role: str, ids_RT: torch.Tensor, attention_mask_RT: torch.Tensor) -> torch.Tensor:
-        """No-grad critic values `v_RT` of right-padded rows, micro-batched by `token_budget` (on CPU)."""
-        vm = self.critics[role]
+    def values(self, ids_RT: torch.Tensor, attention_mask_RT: torch.Tensor) -> torch.Tensor:
+        """No-grad values `v_RT` of right-padded rows, micro-batched by `token_budget` (on CPU)."""
+        vm = self.model
         dev = next(vm.parameters()).device
         lengths = row_lengths(attention_mask_RT)
         out = torch.zeros(ids_RT.shape, dtype=torch.float32)
         with torch.no_grad():
             vm.eval()
-            for rows in micro_batches(lengths, self.config.token_budget):
+            for rows in micro_batches(lengths, self.cfg.token_budget):
                 T = max(lengths[i] for i in rows)
                 out[rows, :T] = vm(ids_RT[rows, :T].to(dev), attention_mask_RT[rows, :T].to(dev)).cpu()
         return out
 
-    def _values_for(self, role: str, batch: CreditBatch) -> CreditBatch:
-        """Critic values on the row layout (what the policy saw: one row per episode in `full` mode,
-        one per turn in `window` mode), mapped back to the episode layout with `batch.from_rows`."""
+    def attach_values(self, batch: CreditBatch) -> CreditBatch:
+        """`batch` with values on the row layout (what the policy saw: one row per episode in `full`
+        mode, one per turn in `window` mode), mapped back to the episode layout with `batch.from_rows`;
+        `fit` reads them back as the old values of the clipped value loss."""
         ids_RT, attn_RT = batch.row_inputs()
-        v_BT = batch.from_rows(self._critic_values(role, ids_RT, attn_RT))
-        end_B = self._end_values(role, batch)
+        v_BT = batch.from_rows(self.values(ids_RT, attn_RT))
+        end_B = self.end_values(batch)
         values_BK = turn_values_from_tokens(v_BT, batch.token_turn_BT, batch.turn_mask_BK, batch.truncated_B, end_B)
-        self._old_values = (v_BT, values_BK)
         return batch.with_values(values_BK=values_BK, token_values_BT=v_BT)
 
-    def _end_values(self, role: str, batch: CreditBatch) -> torch.Tensor:
+    def end_values(self, batch: CreditBatch) -> torch.Tensor:
         """`end_B[b]`: the value of the state after episode b's final observation.
 
         It is read at a dummy token appended to the sequence the next action would be sampled from:
@@ -190,25 +167,24 @@ class PPOTrainer(RLTrainerBase):
         attn = real_BW.to(attn_BT.dtype)
         rows = torch.arange(B)
         attn[rows, n_B] = 1  # a dummy next token: its value slot reads the state after the last real token
-        return self._critic_values(role, ids, attn)[rows, n_B]
+        return self.values(ids, attn)[rows, n_B]
 
-    def _after_update(self, role: str, batch: CreditBatch, adv: Any) -> dict[str, float]:
-        """Clipped value regression on the estimator's returns (METHODS.md 1.6), on the row layout."""
-        cfg = self.config
-        vm = self.critics[role]
-        dev = next(vm.parameters()).device
-        opt, sched = self.critic_opts[role]
-        old_v_BT, old_v_BK = self._old_values
-        turn_level = self._level == "turn"
+    def fit(self, batch: CreditBatch, adv: Advantages) -> dict[str, float]:
+        """Clipped value regression of the values `attach_values` put on `batch` towards the
+        estimator's returns (`ppo_epochs` optimizer steps, micro-batched), on the row layout."""
+        cfg = self.cfg
+        vm, opt, sched = self.model, self.optimizer, self.scheduler
+        old_v_BT, old_v_BK = batch.token_values_BT, batch.values_BK
+        assert old_v_BT is not None and old_v_BK is not None, "fit() reads the values attach_values() put on the batch"
+        turn_level = self.level == "turn"
         returns = adv.returns_BK if turn_level else adv.returns_BT
         if returns is None:
             raise ValueError(f"estimator {cfg.estimator!r} gives no returns_BT/returns_BK to train the critic on")
         ids_RT, attn_RT = batch.row_inputs()
         ep_R = batch.row_episode_R if batch.row_episode_R is not None else torch.arange(batch.B)
         if turn_level:
-            mask_BK = batch.turn_mask_BK
             row_mask_RK = _row_turn_mask(batch, ep_R)
-            denom = float(mask_BK.sum())
+            denom = float(batch.turn_mask_BK.sum())
         else:
             mask_RT = batch.to_rows(batch.loss_mask_BT, False)
             old_RT, returns_RT = batch.to_rows(old_v_BT), batch.to_rows(returns)
@@ -218,6 +194,7 @@ class PPOTrainer(RLTrainerBase):
         metrics: dict[str, float] = {}
         if denom <= 0:
             return metrics
+        dev = next(vm.parameters()).device
         for _ in range(cfg.ppo_epochs):
             total = 0.0
             for rows in micro_batches(lengths, cfg.token_budget):
@@ -234,7 +211,7 @@ class PPOTrainer(RLTrainerBase):
                     args = (v_RT.cpu(), old_RT[rows, :T], returns_RT[rows, :T], mask_RT[rows, :T])
                 vl, vmx = losses.value_loss(*args, vf_clip=cfg.vf_clip, agg="token-mean", denom=denom)
                 loss = cfg.vf_coef * vl
-                if has_nonfinite(loss):
+                if losses.has_nonfinite(loss):
                     opt.zero_grad(set_to_none=True)
                     return {"vf_skipped": 1.0}
                 loss.backward()
@@ -246,6 +223,17 @@ class PPOTrainer(RLTrainerBase):
             opt.zero_grad(set_to_none=True)
             metrics["vf_loss"] = total
         return metrics
+
+
+class PPOTrainer(GRPOTrainer):
+    """On-policy PPO: GRPOTrainer's loop (collection, losses, logging, resume) with a `Critic` per role
+    that values each batch before credit and is fitted after the policy update."""
+
+    description = "ppo"
+    critic_cls = Critic
+
+    def __init__(self, policy: Any = None, env_id: str | None = None, config: PPOConfig | None = None, **kw: Any):
+        super().__init__(policy, env_id, config if config is not None else PPOConfig(), **kw)
 
 
 def _end_row_starts(batch: CreditBatch, lengths_B: torch.Tensor) -> torch.Tensor:

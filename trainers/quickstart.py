@@ -26,9 +26,21 @@ from typing import Any
 
 import torch
 
-from creditgym.trainers.common import StageTimer
+from creditgym.agents import tiny
+from creditgym.agents.base import Sampling, TrainablePolicy
+from creditgym.agents.induction import InductionConfig, induction_warmup
+from creditgym.agents.rollout import Collector
+from creditgym.agents.scripted import ScriptedPolicy
+from creditgym.envs.search import SEARCH_EASY
+from creditgym.store import RolloutStore
+from creditgym.trainers.evaluate import evaluate, save_eval_config
+from creditgym.trainers.grpo import GRPOConfig, GRPOTrainer
+from creditgym.trainers.loop import check_finite_config
+from creditgym.trainers.run_log import StageTimer
+from creditgym.trainers.sft import SFTConfig, SFTTrainer
+from creditgym.trajectory import Episode, episode_success
 
-__all__ = ["QuickstartConfig", "plot_reward_curve", "run_quickstart", "save_model", "warm_start"]
+__all__ = ["QuickstartConfig", "plot_reward_curve", "run_quickstart", "save_model", "tiny_policy", "warm_start"]
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +49,7 @@ log = logging.getLogger(__name__)
 class QuickstartConfig:
     """Budget of the quickstart, tuned so RL visibly improves on the SFT warm start on 2 CPU cores."""
 
-    env_id: str = "creditgym/SearchEasy-v0"
+    env_id: str = SEARCH_EASY
     seed: int = 0
     threads: int = 2
     """torch intra-op threads."""
@@ -58,7 +70,7 @@ class QuickstartConfig:
     """SFT only on the expert episodes that succeeded (rejection sampling on the imperfect expert:
     its random detours stay in the kept episodes, its failures do not)."""
     sft_lr_schedule: str = "constant"
-    """SFT learning-rate schedule after warm-up: constant, linear or cosine (trainers.common.lr_factor)."""
+    """SFT learning-rate schedule after warm-up: constant, linear or cosine (trainers.schedule.lr_factor)."""
     estimator: str = "turn_return"
     """A turn-level estimator (CREDIT.md): turn_return, gigpo, ..."""
     estimator_cfg: dict[str, Any] | None = None
@@ -102,8 +114,6 @@ class QuickstartConfig:
     match. Success stays exact match."""
 
     def __post_init__(self) -> None:
-        from creditgym.trainers.rl_config import check_finite_config
-
         check_finite_config(self)
 
     def train_env_kwargs(self) -> dict[str, Any]:
@@ -118,10 +128,8 @@ class QuickstartConfig:
         return dict(n_eval=self.n_eval, seed=self.eval_seed, split="test", temperature=self.eval_temperature,
                     max_new_tokens=self.max_new_tokens, env_kwargs=self.env_kwargs())  # fmt: skip
 
-    def rl_config(self, **overrides: Any) -> Any:
+    def rl_config(self, **overrides: Any) -> GRPOConfig:
         """The RL stage's `GRPOConfig` (fields of `overrides` win, e.g. `estimator=`, `seed=`, `steps=`)."""
-        from creditgym.trainers.grpo import GRPOConfig
-
         kw: dict[str, Any] = dict(
             estimator=self.estimator, estimator_cfg=dict(self.estimator_cfg or {}), steps=self.rl_steps,
             num_groups=self.num_groups, group_size=self.group_size, lr=self.rl_lr, lr_schedule=self.rl_lr_schedule,
@@ -138,18 +146,14 @@ class QuickstartConfig:
         return kw
 
 
-def _tiny_policy(cfg: QuickstartConfig) -> Any:
-    from creditgym.agents import tiny
-
+def tiny_policy(cfg: QuickstartConfig) -> TrainablePolicy:
+    """The quickstart's tiny from-scratch model (width and depth from `cfg`, seeded by `cfg.seed`)."""
     h = cfg.hidden_size
     tcfg = tiny.TinyConfig(hidden_size=h, intermediate_size=3 * h, num_layers=cfg.num_layers, num_heads=4, num_kv_heads=2)
     return tiny.build(seed=cfg.seed, config=tcfg)
 
 
-def _expert_episodes(cfg: QuickstartConfig, tokenizer: Any) -> list[Any]:
-    from creditgym.agents import Collector, ScriptedPolicy
-    from creditgym.agents.base import Sampling
-
+def _expert_episodes(cfg: QuickstartConfig, tokenizer: Any) -> list[Episode]:
     expert = ScriptedPolicy.for_env(cfg.env_id, tokenizer=tokenizer, epsilon=cfg.epsilon, seed=cfg.seed)
     col = Collector(expert, cfg.env_id, group_size=1, env_kwargs=cfg.train_env_kwargs(),
                     sampling=Sampling(max_new_tokens=cfg.max_new_tokens))  # fmt: skip
@@ -161,7 +165,7 @@ def _expert_episodes(cfg: QuickstartConfig, tokenizer: Any) -> list[Any]:
 
 def plot_reward_curve(history: list[dict[str, float]], before: float, after: float, path: Path) -> None:
     """RL reward and success per step, with the held-out success before and after RL."""
-    import matplotlib
+    import matplotlib  # plotting only: kept out of the import of the module
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -185,19 +189,15 @@ def _rounded(seconds: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 2) for k, v in seconds.items()}
 
 
-def warm_start(cfg: QuickstartConfig, out_dir: str | Path) -> tuple[Any, dict[str, Any]]:
+def warm_start(cfg: QuickstartConfig, out_dir: str | Path) -> tuple[TrainablePolicy, dict[str, Any]]:
     """Build the tiny model, run the induction warm-up and SFT it on the imperfect expert's episodes
     (written to `out_dir/expert_episodes.jsonl`, SFT logs to `out_dir/sft/`). Returns the policy and
     a report: `induction` and `sft` metrics, `expert_success`, `stages_s`."""
-    from creditgym.agents.induction import InductionConfig, induction_warmup
-    from creditgym.store import RolloutStore
-    from creditgym.trainers.sft import SFTConfig, SFTTrainer, episode_success
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     timer = StageTimer()
     with timer("build_s"):
-        policy = _tiny_policy(cfg)
+        policy = tiny_policy(cfg)
     with timer("induction_s"):
         induction = induction_warmup(
             policy.model, policy.tokenizer, InductionConfig(steps=cfg.induction_steps, seed=cfg.seed)
@@ -220,11 +220,9 @@ def warm_start(cfg: QuickstartConfig, out_dir: str | Path) -> tuple[Any, dict[st
     return policy, report
 
 
-def save_model(policy: Any, path: Path, cfg: QuickstartConfig) -> Path:
+def save_model(policy: TrainablePolicy, path: Path, cfg: QuickstartConfig) -> Path:
     """Save `policy` as a Hugging Face folder with the quickstart's evaluation as its
     `eval_config.json`, so `creditgym eval ENV_ID --model path` reproduces the reported number."""
-    from creditgym.trainers.evaluate import save_eval_config
-
     policy.save(path)
     kw = cfg.eval_kwargs()
     save_eval_config(path, cfg.env_id, env_kwargs=kw["env_kwargs"], n_eval=kw["n_eval"], seed=kw["seed"],
@@ -234,10 +232,6 @@ def save_model(policy: Any, path: Path, cfg: QuickstartConfig) -> Path:
 
 def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) -> dict[str, Any]:
     """Run the quickstart into `out_dir`; returns the summary (also written to summary.json)."""
-    from creditgym.store import RolloutStore
-    from creditgym.trainers.evaluate import evaluate
-    from creditgym.trainers.grpo import GRPOTrainer
-
     cfg = config or QuickstartConfig()
     t0 = time.perf_counter()
     out = Path(out_dir)

@@ -20,22 +20,17 @@ from typing import Any
 
 import numpy as np
 
+from creditgym.agents.base import Sampling, TrainablePolicy
+from creditgym.agents.rollout import Collector
 from creditgym.batch import CreditBatch
+from creditgym.store import RolloutStore
 from creditgym.trainers import losses
-from creditgym.trainers.common import (
-    apply_lora,
-    build_optimizer,
-    first_loss_position,
-    forward_logprobs,
-    has_nonfinite,
-    micro_batches,
-    row_lengths,
-)
-from creditgym.trainers.loop import Learner, TrainerLoop
-from creditgym.trainers.rl_config import check_finite_config
-from creditgym.trajectory import Episode
+from creditgym.trainers.logprobs import first_loss_position, forward_logprobs, micro_batches, row_lengths
+from creditgym.trainers.loop import TrainerLoop, check_finite_config
+from creditgym.trainers.schedule import Learner, build_optimizer, optimizer_step
+from creditgym.trajectory import Episode, episode_success
 
-__all__ = ["SFTConfig", "SFTTrainer", "episode_success", "rft_select"]
+__all__ = ["SFTConfig", "SFTTrainer", "rft_select"]
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +93,6 @@ class SFTConfig:
         check_finite_config(self)
 
 
-def episode_success(ep: Episode) -> float:
-    """`outcome["success"]` when the env reports it, else 1.0 for a positive return."""
-    if "success" in ep.outcome:
-        return float(ep.outcome["success"])
-    return 1.0 if ep.total_reward > 0 else 0.0
-
-
 def rft_select(episodes: Sequence[Episode], k: int, threshold: float | None = None) -> list[Episode]:
     """Rejection sampling: per task keep successes (or return >= threshold), drop duplicate
     action-text sequences, keep at most `k` per task, in input order."""
@@ -131,17 +119,17 @@ class SFTTrainer(TrainerLoop):
 
     def __init__(
         self,
-        policy: Any,
+        policy: TrainablePolicy,
         config: SFTConfig | None = None,
         episodes: Sequence[Episode] | None = None,
-        store: Any = None,
+        store: RolloutStore | None = None,
         env_id: str | None = None,
     ):
         self.policy = policy
         cfg = config or SFTConfig()
         self.env_id = env_id
-        if cfg.lora:
-            apply_lora(policy, cfg.lora_r, cfg.lora_alpha)
+        if cfg.lora and not policy.has_adapter:
+            policy.add_lora(r=cfg.lora_r, alpha=cfg.lora_alpha)
         eps = list(episodes) if episodes is not None else (store.read() if store is not None else [])
         if cfg.rft_n > 0 and env_id is None:
             raise ValueError("RFT (rft_n > 0) samples its own episodes: pass env_id=")
@@ -155,6 +143,7 @@ class SFTTrainer(TrainerLoop):
         opt, sched = build_optimizer(policy.model, cfg.lr, cfg.weight_decay, cfg.warmup_steps,
                                      schedule=cfg.lr_schedule, total_steps=planned, min_lr_ratio=cfg.min_lr_ratio)  # fmt: skip
         self._setup_loop({"agent": Learner(policy, opt, sched)}, cfg, planned)
+        self.maybe_resume()
 
     def _planned_steps(self, cfg: SFTConfig) -> int:
         if cfg.rft_n > 0:
@@ -162,10 +151,11 @@ class SFTTrainer(TrainerLoop):
             return per_round * cfg.rft_rounds
         return math.ceil(len(self.episodes) / cfg.batch_episodes) * cfg.epochs
 
-    def _extra_state(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
+        """RFT's own episodes and round (plain SFT's data position is the step counter alone)."""
         return {"episodes": [e.to_dict() for e in self.episodes], "round": self._round} if self.config.rft_n > 0 else {}
 
-    def _load_extra_state(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         if "episodes" in state:
             self.episodes = [Episode.from_dict(d) for d in state["episodes"]]
             self._round = int(state["round"])
@@ -182,9 +172,6 @@ class SFTTrainer(TrainerLoop):
         return [self.episodes[i] for i in idx]
 
     def _rft_collect(self) -> None:
-        from creditgym.agents.base import Sampling
-        from creditgym.agents.rollout import Collector
-
         cfg = self.config
         sampling = Sampling(temperature=cfg.rft_temperature, max_new_tokens=cfg.max_new_tokens)
         col = Collector(self.policy, self.env_id, group_size=cfg.rft_n, env_kwargs=dict(cfg.env_kwargs), sampling=sampling)
@@ -218,7 +205,9 @@ class SFTTrainer(TrainerLoop):
         total = self.accumulate_gradients(batch)
         if total is None:
             return self._skip("non-finite SFT loss")
-        norm = self._optimizer_step(cfg.max_grad_norm)
+        norm = optimizer_step(self.optimizer, self.scheduler, cfg.max_grad_norm)
+        if norm != norm:  # NaN: nothing stepped
+            self._skip("non-finite gradient norm")
         return {"loss": total, "grad_norm": norm, "tokens": float(mask_BT.sum()), "lr": self.scheduler.get_last_lr()[0]}
 
     def accumulate_gradients(self, batch: CreditBatch) -> float | None:
@@ -236,7 +225,7 @@ class SFTTrainer(TrainerLoop):
             ids, attn, m = ids_RT[rows, :T], attn_RT[rows, :T], mask_RT[rows, :T]
             logp_BT, _ = forward_logprobs(self.policy, ids, attn, start=first_loss_position(m), mask_BT=m)
             loss = losses.sft_loss(logp_BT, m.to(logp_BT.device), cfg.loss_agg, cfg.loss_norm_const, denom)
-            if has_nonfinite(loss):
+            if losses.has_nonfinite(loss):
                 self.optimizer.zero_grad(set_to_none=True)
                 return None
             loss.backward()

@@ -1,5 +1,5 @@
 """Real backends of the red-team family: OpenAI-compatible victim and judge endpoints (through
-`envs/_http.py::JsonClient`), opponents and the opponent pool, and user goal files.
+`envs/http_client.py::JsonClient`), opponents and the opponent pool, and user goal files.
 
 No goal data ships with creditgym: HarmBench / AdvBench CSV and JSONL files are read from a path the
 user gives (ENVS.md section 6, METHODS.md section 8).
@@ -17,8 +17,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from creditgym.envs._http import DEFAULT_MAX_BODY_BYTES, JsonClient, preview
 from creditgym.envs.base import BackendError, Task, split_of_key
+from creditgym.envs.http_client import DEFAULT_MAX_BODY_BYTES, JsonClient, preview
 from creditgym.envs.parsing import extract_json_object
 
 from .game import GameTask

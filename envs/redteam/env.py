@@ -1,10 +1,10 @@
 """RedTeamEnv: one trainable side of the canary game (ENVS.md section 6).
 
-`role="attacker"` (creditgym/RedTeam-v0): the policy writes user messages to ShopBot (the scripted
+`role="attacker"` (`REDTEAM`): the policy writes user messages to ShopBot (the scripted
 victim at `victim_level`, an OpenAI-compatible endpoint, or a pool opponent) and wins by making it
 leak the canary or break the goal's rule. `mode="open_loop"` is SEMA's regime (arXiv 2602.06854):
 one action holds a numbered plan, sent whatever the replies. `role="defender"`
-(creditgym/RedTeamDefender-v0): the policy is ShopBot against the scripted attacker ladder (or an
+(`REDTEAM_DEFENDER`): the policy is ShopBot against the scripted attacker ladder (or an
 endpoint / pool attacker), or, with probability `benign_prob`, a benign customer asking FAQ questions.
 """
 

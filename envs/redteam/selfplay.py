@@ -1,4 +1,4 @@
-"""RedTeamSelfPlayEnv: the two-player canary game (creditgym/RedTeamSelfPlay-v0, ENVS.md section 6).
+"""RedTeamSelfPlayEnv: the two-player canary game (`REDTEAM_SELFPLAY`, ENVS.md section 6).
 
 Protocol: the attacker speaks first and the roles alternate; `info["role"]` names the role that acts
 next and the observation is that role's view (the defender's first view holds its system prompt with

@@ -1,6 +1,6 @@
 """Scripted attacker strategies of the canary game: the multi-turn ladder, single strategies for the
 leak table, and the generic random bag. Pure functions of the text the attacker has seen, so the env
-(RedTeamDefender-v0's scripted attacker) and `agents/scripted/redteam.py` share one implementation.
+(RedTeamDefender-v0's scripted attacker) and `envs/redteam/expert.py` share one implementation.
 
 Ladder (ENVS.md section 6, advancing when `is_refusal` fires): one-message role-play (framing + ask)
 -> persona then ask (rapport first: an accepted persona plus one FAQ question) -> encoded asks in

@@ -84,7 +84,7 @@ def contains_answer(text: str, golds: tuple[str, ...]) -> bool:
     return False
 
 
-def _load_tasks(path: str) -> list[dict[str, Any]]:
+def load_task_file(path: str) -> list[dict[str, Any]]:
     opener = gzip.open if path.endswith(".gz") else open
     rows = []
     with opener(path, "rt", encoding="utf-8") as fh:
@@ -146,7 +146,7 @@ class SearchEnv(TextEnv):
         self.prompt = Path(prompt_path).read_text() if prompt_path else PROMPTS[prompt_style]
         if "{question}" not in self.prompt:
             raise ValueError(f"prompt template {prompt_path!r} must contain {{question}}")
-        self._tasks_file = _load_tasks(tasks_path) if tasks_path else None
+        self._tasks_file = load_task_file(tasks_path) if tasks_path else None
         self._http: HttpRetriever | None = None
         if retriever == "http":
             if not retriever_url:

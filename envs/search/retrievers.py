@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from creditgym.envs._http import DEFAULT_MAX_BODY_BYTES, JsonClient, preview
 from creditgym.envs.base import BackendError
+from creditgym.envs.http_client import DEFAULT_MAX_BODY_BYTES, JsonClient, preview
 
 __all__ = [
     "BM25Retriever",

@@ -27,10 +27,10 @@ from creditgym.envs.search.world import (
     WORK,
     YEAR,
     World,
-    _assign_facts,
-    _make_names,
-    _syllable,
     assemble_world,
+    assign_facts,
+    make_names,
+    random_syllable,
     shared_world,
 )
 
@@ -94,12 +94,12 @@ def hop_rank(world: World, index: BM25Retriever, idx: int, rel: str) -> int:
 
 
 @functools.lru_cache(maxsize=8)
-def _shared_ranks(seed: int) -> dict[tuple[int, str], int]:
+def shared_ranks(seed: int) -> dict[tuple[int, str], int]:
     world, index = shared_world(seed), bm25_for_world(seed)
     return {(e.idx, rel): hop_rank(world, index, e.idx, rel) for e in world.entities for rel in e.facts}
 
 
-def _random_path(rng: np.random.Generator, hops: int) -> tuple[str, tuple[str, ...]] | None:
+def random_path(rng: np.random.Generator, hops: int) -> tuple[str, tuple[str, ...]] | None:
     kind = ENTITY_TYPES[rng.integers(len(ENTITY_TYPES))]
     path: list[str] = []
     cur = kind
@@ -113,7 +113,7 @@ def _random_path(rng: np.random.Generator, hops: int) -> tuple[str, tuple[str, .
     return kind, tuple(path)
 
 
-def _acceptable(world: World, chain: Chain | None, split: str, question: str) -> bool:
+def is_acceptable(world: World, chain: Chain | None, split: str, question: str) -> bool:
     if chain is None:
         return False
     if has_reserved(chain.path) and split != "heldout":
@@ -140,11 +140,11 @@ def _build_task(world: World, chain: Chain, split: str, key: str, hops: int, cor
 
 def _sample_shared(rng: np.random.Generator, split: str, hops: tuple[int, int], distractors: int, topk: int) -> Task:
     seed = SHARED_SEEDS[split]
-    world, ranks = shared_world(seed), _shared_ranks(seed)
+    world, ranks = shared_world(seed), shared_ranks(seed)
     pools = {t: [e.idx for e in world.entities if e.type == t and e.lookalikes >= distractors] for t in ENTITY_TYPES}
     for _ in range(MAX_TRIES):
         h = int(rng.integers(hops[0], hops[1] + 1))
-        picked = _random_path(rng, h)
+        picked = random_path(rng, h)
         if picked is None or not pools[picked[0]]:
             continue
         kind, path = picked
@@ -154,7 +154,7 @@ def _sample_shared(rng: np.random.Generator, split: str, hops: tuple[int, int], 
             continue
         if any(ranks[(i, rel)] >= topk for i, rel in zip(chain.entities, chain.path)):
             continue
-        if _acceptable(world, chain, split, question_text(world, start, path)):
+        if is_acceptable(world, chain, split, question_text(world, start, path)):
             return _build_task(world, chain, split, f"shared-w{seed}-e{start}-{'.'.join(path)}", h, "shared")
     raise RuntimeError(
         f"no {split} task with hops={hops}, distractors={distractors}, topk={topk} after {MAX_TRIES} tries: "
@@ -165,12 +165,12 @@ def _sample_shared(rng: np.random.Generator, split: str, hops: tuple[int, int], 
 def episode_world(world_seed: int, hops: int, distractors: int, doc_noise: float, topk: int) -> tuple[World, Chain] | None:
     """A fresh 40-entity world and a solvable chain in it, or None (the seed is then skipped)."""
     rng = np.random.default_rng(world_seed)
-    rows = _make_names(EPISODE_ENTITIES, rng)
+    rows = make_names(EPISODE_ENTITIES, rng)
     types, names = [r[0] for r in rows], [r[1] for r in rows]
-    facts = _assign_facts(types, rng)
+    facts = assign_facts(types, rng)
     base = assemble_world(world_seed, types, names, [0] * len(names), facts, doc_noise, rng)
     for _ in range(20):
-        picked = _random_path(rng, hops)
+        picked = random_path(rng, hops)
         if picked is None:
             continue
         kind, path = picked
@@ -183,7 +183,7 @@ def episode_world(world_seed: int, hops: int, distractors: int, doc_noise: float
         world = _add_lookalikes(base, types, names, facts, chain, distractors, doc_noise, rng)
         index = BM25Retriever([{"id": world.doc_id(e.idx), "contents": e.contents} for e in world.entities])
         if all(hop_rank(world, index, i, rel) < topk for i, rel in zip(chain.entities, chain.path)):
-            if _acceptable(world, chain, "heldout", question_text(world, chain.start, chain.path)):
+            if is_acceptable(world, chain, "heldout", question_text(world, chain.start, chain.path)):
                 return world, chain
     return None
 
@@ -205,7 +205,7 @@ def _add_lookalikes(
             words = names[idx].split()
             pos = 0 if types[idx] in (ORG, WORK) else len(words) - 1  # vary the name, not "Systems"/"Saga"
             stem = words[pos][: max(2, len(words[pos]) - 3)]
-            words[pos] = (stem + _syllable(rng)).capitalize()
+            words[pos] = (stem + random_syllable(rng)).capitalize()
             cand = " ".join(words)
             if cand in taken or cand.lower().startswith("the "):
                 continue

@@ -157,7 +157,7 @@ class World:
         return (e.name, *e.aliases)
 
 
-def _syllable(rng: np.random.Generator) -> str:
+def random_syllable(rng: np.random.Generator) -> str:
     return str(_ONSETS[rng.integers(len(_ONSETS))] + _NUCLEI[rng.integers(len(_NUCLEI))] + _CODAS[rng.integers(len(_CODAS))])
 
 
@@ -168,8 +168,8 @@ def _word(sylls: list[str]) -> str:
 def _name_parts(kind: str, rng: np.random.Generator) -> list[list[str]]:
     """Syllables per word of a fresh name (the last word is the one look-alikes vary)."""
     if kind == PERSON:
-        return [[_syllable(rng), _syllable(rng)], [_syllable(rng), _syllable(rng)]]
-    return [[_syllable(rng), _syllable(rng), _syllable(rng)]]
+        return [[random_syllable(rng), random_syllable(rng)], [random_syllable(rng), random_syllable(rng)]]
+    return [[random_syllable(rng), random_syllable(rng), random_syllable(rng)]]
 
 
 def _render_name(kind: str, words: list[list[str]], extra: str) -> str:
@@ -194,7 +194,7 @@ def _aliases(kind: str, name: str) -> tuple[str, ...]:
     return ()
 
 
-def _make_names(n: int, rng: np.random.Generator) -> list[tuple[str, str, int, int]]:
+def make_names(n: int, rng: np.random.Generator) -> list[tuple[str, str, int, int]]:
     """(type, name, group id, group size) for n entities; group members are one syllable apart."""
     counts = {t: round(share * n) for t, share in _TYPE_SHARE}
     counts[PERSON] += n - sum(counts.values())
@@ -213,7 +213,7 @@ def _make_names(n: int, rng: np.random.Generator) -> list[tuple[str, str, int, i
                 if len(names) == size:
                     break
                 if names:
-                    words[-1][pos] = _syllable(rng)
+                    words[-1][pos] = random_syllable(rng)
                 name = _render_name(kind, words, extra)
                 if name not in taken and not name.lower().startswith("the "):
                     taken.add(name)
@@ -224,7 +224,7 @@ def _make_names(n: int, rng: np.random.Generator) -> list[tuple[str, str, int, i
     return out
 
 
-def _assign_facts(types: list[str], rng: np.random.Generator) -> list[dict[str, int | str]]:
+def assign_facts(types: list[str], rng: np.random.Generator) -> list[dict[str, int | str]]:
     by_type: dict[str, list[int]] = {t: [i for i, k in enumerate(types) if k == t] for t in ENTITY_TYPES}
     facts: list[dict[str, int | str]] = [{} for _ in types]
     for i, kind in enumerate(types):
@@ -262,10 +262,10 @@ def _render_doc(name: str, kind: str, facts: Mapping[str, int | str], names: lis
 def build_world(seed: int, n_entities: int = 600, doc_noise: float = 0.3) -> World:
     """A world of `n_entities` entities drawn from `np.random.default_rng(seed)`."""
     rng = np.random.default_rng(seed)
-    rows = _make_names(n_entities, rng)
+    rows = make_names(n_entities, rng)
     types = [r[0] for r in rows]
     names = [r[1] for r in rows]
-    facts = _assign_facts(types, rng)
+    facts = assign_facts(types, rng)
     return assemble_world(seed, types, names, [r[3] - 1 for r in rows], facts, doc_noise, rng)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from creditgym.envs.base import BackendError, Invalid, Outcome, Parsed, Task
 from creditgym.envs.parsing import exact_match, f1, find_blocks
-from creditgym.envs.search.env import SearchEnv, _load_tasks
+from creditgym.envs.search.env import SearchEnv, load_task_file
 from creditgym.envs.selfsearch.ssrl import information_spans, ssrl_format_reward, ssrl_reward
 from creditgym.envs.selfsearch.tasks import generate_selfsearch_task, selfsearch_task_from_id
 
@@ -105,7 +105,7 @@ class SelfSearchEnv(SearchEnv):
             self.metadata = {**type(self).metadata, "stop": ("</search>", "</answer>"), "requires_responder": True}
         self._responder: Responder | None = None
         # Real runs: questions from a jsonl with Search-R1's `question` / `golden_answers` fields.
-        self._tasks_file = _load_tasks(tasks_path) if tasks_path else None
+        self._tasks_file = load_task_file(tasks_path) if tasks_path else None
 
     def set_responder(self, fn: Responder | None) -> None:
         """Attach the callback that answers searches: `fn(list[SearchRequest]) -> list[str]`."""

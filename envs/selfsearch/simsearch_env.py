@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from creditgym.envs._http import JsonClient, preview
 from creditgym.envs.base import BackendError, Task
+from creditgym.envs.http_client import JsonClient, preview
 from creditgym.envs.search.env import SearchEnv, contains_answer
 from creditgym.envs.search.retrievers import doc_as_text, format_search_r1, format_zerosearch, tokenize
 from creditgym.envs.search.world import FILLERS, RELATIONS, YEAR, World

@@ -15,12 +15,12 @@ import numpy as np
 
 from creditgym.envs.base import SPLITS, Task, split_of_key
 from creditgym.envs.search.tasks import (
-    _acceptable,
-    _random_path,
-    _shared_ranks,
     follow,
     has_reserved,
+    is_acceptable,
     question_text,
+    random_path,
+    shared_ranks,
 )
 from creditgym.envs.search.world import ENTITY_TYPES, shared_world
 
@@ -63,10 +63,10 @@ def generate_selfsearch_task(rng: np.random.Generator, split: str = "train", hop
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if not (1 <= hops[0] <= hops[1] <= 4):
         raise ValueError(f"hops must be a range within 1..4, got {hops}")
-    world, ranks = shared_world(KNOWLEDGE_SEED), _shared_ranks(KNOWLEDGE_SEED)
+    world, ranks = shared_world(KNOWLEDGE_SEED), shared_ranks(KNOWLEDGE_SEED)
     pools = {t: [e.idx for e in world.entities if e.type == t] for t in ENTITY_TYPES}
     for _ in range(MAX_TRIES):
-        picked = _random_path(rng, int(rng.integers(hops[0], hops[1] + 1)))
+        picked = random_path(rng, int(rng.integers(hops[0], hops[1] + 1)))
         if picked is None:
             continue
         kind, path = picked
@@ -76,7 +76,7 @@ def generate_selfsearch_task(rng: np.random.Generator, split: str = "train", hop
             continue
         if any(ranks[(i, rel)] >= 3 for i, rel in zip(chain.entities, chain.path)):
             continue
-        if _acceptable(world, chain, split, question_text(world, start, path)):
+        if is_acceptable(world, chain, split, question_text(world, start, path)):
             return _task(start, path, split)
     raise RuntimeError(f"no self-search {split} task with hops={hops} after {MAX_TRIES} tries")
 

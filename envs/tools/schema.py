@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from creditgym.envs.parsing import extract_json_object, find_blocks, strip_think
+
+if TYPE_CHECKING:  # jsonschema loads with the first validation, so `import creditgym` stays fast
+    import jsonschema
 
 __all__ = [
     "CALL_FORMAT",
@@ -128,6 +129,8 @@ def _path(error: jsonschema.ValidationError) -> str:
 
 def schema_errors(schema: Mapping[str, Any], arguments: Any, limit: int = 3) -> list[str]:
     """The first `limit` validation errors of `arguments` as `message at $.path` strings."""
+    import jsonschema
+
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(arguments), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     return [f"{e.message} at {_path(e)}" for e in errors[:limit]]

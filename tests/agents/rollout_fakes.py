@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 import creditgym
+from creditgym.agents import ByteTokenizer, register_scripted
 from creditgym.agents.base import Context, Generation, Sampling
-from creditgym.agents.scripted import ByteTokenizer, register_scripted
 from creditgym.envs import Invalid, Outcome, Parsed, Task, TextEnv
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

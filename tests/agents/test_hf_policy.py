@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from creditgym.agents import Context, Sampling, tiny
-from creditgym.agents.hf import HFPolicy, filter_logits, sample_categorical, token_logprobs
+from creditgym.agents.hf import HFPolicy, filter_logits, sample_categorical
+from creditgym.agents.logprobs import token_logprobs
 
 torch.set_num_threads(1)
 

@@ -12,9 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from creditgym.agents import Context, OpenAIPolicy, Sampling
+from creditgym.agents import ByteTokenizer, Context, OpenAIPolicy, Sampling
 from creditgym.agents.openai import OpenAIError
-from creditgym.agents.scripted import ByteTokenizer
 
 
 class FakeServer:

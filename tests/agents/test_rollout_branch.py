@@ -9,7 +9,7 @@ import torch
 
 from creditgym import CreditBatch
 from creditgym.agents import Collector, Sampling, ScriptedPolicy
-from creditgym.batch import prefix_node_ids
+from creditgym.token_batch import prefix_node_ids
 
 GUESS = "GuessNumber-v0"
 

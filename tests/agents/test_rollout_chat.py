@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from creditgym.agents import ByteTokenizer
 from creditgym.agents.rollout_chat import ChatRenderer, char_mask_to_token_mask, render_ids
-from creditgym.agents.scripted import ByteTokenizer
 
 TOK = ByteTokenizer()
 U = [{"role": "user", "content": "hello"}]

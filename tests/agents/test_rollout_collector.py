@@ -279,3 +279,20 @@ def test_episodes_come_back_in_group_order_and_system_prompt():
     assert rec.tokenizer.decode(eps[0].turns[0].obs_ids).startswith("<|im_start|>system\nBe brief.<|im_end|>")
     roles = [m["role"] for m in rec.calls[-1][3].messages]
     assert roles[:2] == ["system", "user"] and roles[2::2] == ["assistant"] * len(roles[2::2])
+
+
+def test_state_dict_resumes_the_sampling_seeds():
+    """The Collector's public state (call and generation counters) is what a trainer checkpoints: a
+    fresh Collector that loads it samples what the original samples next; one that does not, differs."""
+    def make():
+        return Collector(F.TorchBytePolicy(seed=1), GUESS, group_size=2, sampling=Sampling(max_new_tokens=24))
+
+    first = make()
+    first.collect(num_groups=2, seed=5)
+    state = first.state_dict()
+    assert state["calls"] == 1 and state["gen_calls"] > 0
+    resumed, fresh = make(), make()
+    resumed.load_state_dict(state)
+    assert resumed.state_dict() == state
+    actions = [[[t.action_ids for t in e.turns] for e in c.collect(num_groups=2, seed=5)] for c in (first, resumed, fresh)]
+    assert actions[0] == actions[1] and actions[0] != actions[2]

@@ -73,7 +73,7 @@ def test_trainer_and_evaluate_share_the_collector_default():
     import inspect
 
     from creditgym.trainers.evaluate import evaluate
-    from creditgym.trainers.rl_config import RLConfig
+    from creditgym.trainers.grpo import RLConfig
 
     assert RLConfig().max_context_tokens is None
     assert inspect.signature(evaluate).parameters["max_context_tokens"].default is None

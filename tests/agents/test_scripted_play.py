@@ -1,4 +1,4 @@
-"""agents.scripted.play: play_episode (one- and two-player), play_episodes and success_rate."""
+"""agents.scripted: play_episode (one- and two-player), play_episodes and success_rate."""
 
 from __future__ import annotations
 
@@ -7,16 +7,11 @@ import numpy as np
 import pytest
 
 from creditgym.agents.base import Context
-from creditgym.agents.scripted import (
-    PlayResult,
-    play_episode,
-    play_episodes,
-    scripted_functions,
-    success_rate,
-)
-from creditgym.agents.scripted import redteam as rt_agents
+from creditgym.agents.scripted import PlayResult, play_episode, play_episodes, success_rate
 from creditgym.envs.redteam import RedTeamSelfPlayEnv
+from creditgym.envs.redteam import expert as rt_agents
 from creditgym.envs.search import SearchEnv
+from creditgym.registry import scripted_functions
 
 
 def _hand_loop(env, fn, seed, rng):

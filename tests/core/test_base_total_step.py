@@ -91,9 +91,9 @@ def test_collector_survives_an_internal_error():
     assert len(episodes) == 8
     assert "internal" in {t.info.get("backend_error") for ep in episodes for t in ep.turns}
     assert "TypeError" in {t.info.get("internal_error") for ep in episodes for t in ep.turns}  # kept for metrics
-    from creditgym.trainers.rl_base import _episode_metrics
+    from creditgym.trajectory import episode_metrics
 
-    metrics = _episode_metrics(episodes)
+    metrics = episode_metrics(episodes)
     assert metrics["internal_errors"] >= 1 and metrics["backend_errors"] >= metrics["internal_errors"]
 
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from creditgym import CreditBatch, Episode, Turn
-from creditgym.batch import prefix_node_ids
+from creditgym.token_batch import prefix_node_ids
 
 from ._episodes import episodes
 

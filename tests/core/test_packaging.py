@@ -4,14 +4,16 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ROOTS = {"core": "creditgym", "envs": "creditgym.envs", "agents": "creditgym.agents",
-         "credit": "creditgym.credit", "trainers": "creditgym.trainers", "benchmarks": "creditgym.benchmarks"}
+CFG = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+ROOTS = {folder: name for name, folder in CFG["package-dir"].items()}  # folder -> import name
 
 
 def test_every_package_folder_is_listed():
-    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    listed = set(cfg["packages"])
-    assert cfg["package-dir"] == {v: k for k, v in ROOTS.items()}
+    listed = set(CFG["packages"])
+    packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "examples"}
+    assert packages <= set(ROOTS), f"add to [tool.setuptools.package-dir]: {sorted(packages - set(ROOTS))}"
+    assert {"core", "envs", "agents", "credit", "trainers", "cli", "benchmarks"} <= set(ROOTS)
+    assert ROOTS["core"] == "creditgym" and all(name == f"creditgym.{f}" for f, name in ROOTS.items() if f != "core")
     found = set()
     for folder, name in ROOTS.items():
         for init in (ROOT / folder).rglob("__init__.py"):

@@ -3,7 +3,7 @@ import pytest
 
 import creditgym
 from creditgym import check_env
-from creditgym.registry import entry_point_string
+from creditgym.registry import describe_env, difficulty_presets, entry_point_string, scripted_functions
 
 from ._envs import CountdownEnv, LeakyEnv, NondeterministicEnv, load_custom_env_example
 
@@ -14,6 +14,25 @@ def test_register_same_entry_point_is_noop_and_conflict_raises():
     with pytest.raises(ValueError, match="already registered"):
         creditgym.register("test/Countdown-v0", "other.module:CountdownEnv")
     assert entry_point_string(CountdownEnv).endswith(":CountdownEnv")
+
+
+def test_register_with_expert_random_and_difficulties_in_one_call():
+    def expert(ctx, rng):
+        return "3"
+
+    def random(ctx, rng):
+        return str(int(rng.integers(1, 4)))
+
+    creditgym.register("test/CountdownScripted-v0", CountdownEnv, description="countdown", expert=expert, random=random,
+                       difficulties={"easy": {"start": 3}})
+    assert describe_env("test/CountdownScripted-v0") == "countdown"
+    assert scripted_functions("test/CountdownScripted-v0") == (expert, random)
+    assert scripted_functions("test/CountdownScripted-v0", role="defender") == (expert, random)  # falls back to the id's
+    assert difficulty_presets("test/CountdownScripted-v0") == {"easy": {"start": 3}}
+    with pytest.raises(ValueError, match="give both expert= and random="):
+        creditgym.register("test/CountdownHalf-v0", CountdownEnv, expert=expert)
+    with pytest.raises(KeyError, match="no scripted policy for env 'test/Countdown-v0'"):
+        scripted_functions("test/Countdown-v0")
 
 
 def test_example_env_makes_and_vectorizes():

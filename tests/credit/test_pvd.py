@@ -1,5 +1,6 @@
 """`pvd` (pooled value differences over abstract states, docs/credit.md): worked example, loop
-reference on batches with abstract ids, property reductions, packing of `abstract_BK1`."""
+reference on the random batches and on batches with abstract ids, property reductions, packing of
+`abstract_BK1`."""
 
 from __future__ import annotations
 
@@ -11,12 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from creditgym.batch import CreditBatch
-from creditgym.credit import compute
-from creditgym.credit.reference import REFERENCES
+from creditgym.credit import REFERENCES, compute
 from creditgym.trajectory import Episode, Turn
 
-from .fixtures import credit_batches
-from .test_reference_vs_vectorized_credit import assert_same
+from .fixtures import assert_same, credit_batches, loop_tests
 
 # ---------------------------------------------------------------- worked example P (docs/credit.md)
 # ep group rewards    abstract z (then final)  end
@@ -92,6 +91,8 @@ def abstract_batches(draw: st.DrawFn, dtype: torch.dtype = torch.float64) -> Cre
             z[b, j] = draw(st.integers(-1 if j == n[b] else 0, 2))
     return dataclasses.replace(batch, abstract_BK1=z)
 
+
+test_loop_reference_matches_vectorized_float64, test_loop_reference_matches_vectorized_float32 = loop_tests("pvd")
 
 CFGS = [
     {},

@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 
 import creditgym
 from creditgym.agents.scripted import play_episode
-from creditgym.agents.scripted.device import device_expert
-from creditgym.envs.device import DeviceEnv, parse_screen
+from creditgym.envs.device import DeviceEnv, device_expert, parse_screen
 from creditgym.envs.device.adb import elements_to_xml, escape_input_text, parse_uiautomator_xml
 from creditgym.envs.device.apps import Layout, build_elements
 from creditgym.envs.device.state import build_world

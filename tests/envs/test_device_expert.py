@@ -9,7 +9,7 @@ import pytest
 
 from creditgym.agents.base import Context, Sampling
 from creditgym.agents.scripted import RandomPolicy, ScriptedPolicy, play_episode
-from creditgym.agents.scripted.device import device_expert, device_random
+from creditgym.envs.device import device_expert, device_random
 
 ENV_ID = "creditgym/Device-v0"
 

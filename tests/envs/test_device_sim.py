@@ -13,9 +13,8 @@ from hypothesis import strategies as st
 import creditgym
 from creditgym.agents.base import Context
 from creditgym.agents.scripted import play_episode
-from creditgym.agents.scripted.device import device_expert
 from creditgym.envs.base import split_of_key
-from creditgym.envs.device import DeviceEnv, generate_task, parse_screen, task_from_id
+from creditgym.envs.device import DeviceEnv, device_expert, generate_task, parse_screen, task_from_id
 from creditgym.envs.device.state import clone
 from creditgym.envs.device.tasks import HELDOUT_CELLS, TEMPLATES, answer_matches, judge
 

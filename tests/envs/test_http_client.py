@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from creditgym.envs import BackendError
-from creditgym.envs._http import JsonClient
+from creditgym.envs.http_client import JsonClient
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -283,14 +283,14 @@ def test_non_positive_limits_are_refused(kw):
 
 @pytest.mark.parametrize("value,expected", [("2", 2.0), ("0.5", 0.5), ("-3", 0.0), ("soon", 0.0), (None, 0.0), ("nan", 0.0)])
 def test_retry_after_parsing(value, expected):
-    from creditgym.envs._http import _retry_after_s
+    from creditgym.envs.http_client import parse_retry_after_s
 
-    assert _retry_after_s(value) == expected
+    assert parse_retry_after_s(value) == expected
 
 
 def test_retry_after_http_date():
     from email.utils import formatdate
 
-    from creditgym.envs._http import _retry_after_s
+    from creditgym.envs.http_client import parse_retry_after_s
 
-    assert 8.0 < _retry_after_s(formatdate(time.time() + 10, usegmt=True)) <= 10.0
+    assert 8.0 < parse_retry_after_s(formatdate(time.time() + 10, usegmt=True)) <= 10.0

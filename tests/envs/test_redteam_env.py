@@ -7,8 +7,8 @@ import pytest
 
 import creditgym
 from creditgym.agents.scripted import RandomPolicy, ScriptedPolicy, play_episode
-from creditgym.agents.scripted import redteam as rt_agents
 from creditgym.envs.redteam import CanaryJudge, RedTeamEnv, ScriptedVictim, novelty_bonus
+from creditgym.envs.redteam import expert as rt_agents
 from creditgym.envs.redteam.game import HELDOUT_TOPIC, TOPICS, build_game, task_from_id
 from creditgym.envs.redteam.strategies import STRATEGIES, AttackGoal, strategy_message
 from creditgym.trajectory import Episode, Turn

@@ -4,8 +4,8 @@ import pytest
 
 from creditgym.agents.base import Sampling
 from creditgym.agents.scripted import ScriptedPolicy, play_episode
-from creditgym.agents.scripted import redteam as rt_agents
 from creditgym.envs.redteam import RedTeamSelfPlayEnv
+from creditgym.envs.redteam import expert as rt_agents
 
 
 def play_match(env, policies, seed):

@@ -15,7 +15,7 @@ import pytest
 
 import creditgym
 from creditgym.agents.base import Context
-from creditgym.agents.scripted import play_episode, scripted_functions
+from creditgym.agents.scripted import play_episode
 from creditgym.envs.base import Invalid, Parsed
 from creditgym.envs.search import (
     INVALID_MESSAGE,
@@ -31,7 +31,8 @@ from creditgym.envs.search import (
 from creditgym.envs.search.build_data import DATA_DIR, gzip_jsonl, task_rows, world_rows
 from creditgym.envs.search.retrievers import bm25_for_world, format_search_r1, tokenize
 from creditgym.envs.search.rewards import is_well_formed_reply
-from creditgym.envs.search.tasks import HELDOUT_COMPOSITIONS, _shared_ranks
+from creditgym.envs.search.tasks import HELDOUT_COMPOSITIONS, shared_ranks
+from creditgym.registry import scripted_functions
 from creditgym.trajectory import Episode, Turn
 
 THINK = "<think>t</think>"
@@ -182,7 +183,7 @@ def test_otc_grpo_transform():
 def test_tasks_solvable_and_answers_not_in_question():
     rng = np.random.default_rng(5)
     for split in ("train", "test", "heldout"):
-        ranks = _shared_ranks({"train": 0, "test": 1, "heldout": 2}[split])
+        ranks = shared_ranks({"train": 0, "test": 1, "heldout": 2}[split])
         for _ in range(50):
             t = generate_task(rng, split, hops=(1, 4), distractors=3)
             chain = t.private["chain"]

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 import creditgym
-from creditgym.agents.scripted import play_episode, scripted_functions
+from creditgym.agents.scripted import play_episode
 from creditgym.envs.base import BackendError
 from creditgym.envs.search import SearchEnv
 from creditgym.envs.search.retrievers import bm25_for_world
+from creditgym.registry import scripted_functions
 
 FAST = {"timeout_s": 0.25, "backoff_base_s": 0.01}
 TEST_WORLD = 1

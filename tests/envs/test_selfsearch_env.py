@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import creditgym
-from creditgym.agents.scripted import play_episode, scripted_functions
+from creditgym.agents.scripted import play_episode
 from creditgym.envs.parsing import normalize_answer
 from creditgym.envs.search import SearchEnv, contains_answer
 from creditgym.envs.selfsearch import (
@@ -27,6 +27,7 @@ from creditgym.envs.selfsearch import (
     ssrl_reward,
 )
 from creditgym.envs.selfsearch.build_data import DATA_DIR, task_rows
+from creditgym.registry import scripted_functions
 
 T, S, I, A = "<think>r</think>", "<search>q</search>", "<information>doc</information>", "<answer>x</answer>"
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 import creditgym
-from creditgym.agents.scripted import play_episode, scripted_functions
+from creditgym.agents.scripted import play_episode
 from creditgym.envs.search.retrievers import bm25_for_world, doc_as_text
 from creditgym.envs.selfsearch import SimSearchEnv, parse_llm_documents
+from creditgym.registry import scripted_functions
 
 FAST = {"timeout_s": 0.25, "backoff_base_s": 0.01}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ def _cache(tiny_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _run(name: str, args: list[str]) -> dict:
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module.main(args)
 

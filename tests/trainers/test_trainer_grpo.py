@@ -259,11 +259,11 @@ def test_ppo_token_and_turn_gae_train_policy_and_critic(tiny_policy) -> None:
         cfg = PPOConfig(steps=2, num_groups=2, group_size=3, max_new_tokens=4, lr=1e-3, tensorboard=False,
                         estimator_cfg={"level": level, "gamma": 1.0, "lam": 0.95})
         tr = PPOTrainer(tiny_policy, ENV_ID, cfg)
-        head_before = tr.critics["agent"].head.weight.detach().clone()
+        head_before = tr.critics["agent"].model.head.weight.detach().clone()
         tr.train()
         m = tr.history[-1]
         assert "vf_loss" in m and "explained_variance" in m and "pg_loss" in m
-        assert not torch.equal(head_before, tr.critics["agent"].head.weight.detach())
+        assert not torch.equal(head_before, tr.critics["agent"].model.head.weight.detach())
 
 
 def test_ppo_refuses_critic_free_estimators(tiny_policy) -> None:

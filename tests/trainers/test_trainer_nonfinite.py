@@ -81,7 +81,7 @@ def _episode(group: str, reward: float, **meta: Any) -> Episode:
 
 
 def test_split_for_training_drops_whole_groups_by_reason() -> None:
-    from creditgym.trainers.rl_base import split_for_training
+    from creditgym.trajectory import split_for_training
 
     eps = [
         _episode("a", 1.0), _episode("a", 0.0),
@@ -96,7 +96,7 @@ def test_split_for_training_drops_whole_groups_by_reason() -> None:
 
 
 def test_nonfinite_outcome_also_drops_the_group() -> None:
-    from creditgym.trainers.rl_base import nonfinite_reward
+    from creditgym.trajectory import nonfinite_reward
 
     ep = _episode("a", 1.0)
     assert not nonfinite_reward(ep)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from creditgym import CreditBatch, Episode, Turn
 from creditgym.trainers import losses
-from creditgym.trainers.common import micro_batches, row_lengths
+from creditgym.trainers.logprobs import micro_batches, row_lengths
 from creditgym.trainers.ppo import (
     PPOConfig,
     PPOTrainer,
@@ -43,7 +43,7 @@ def _ref_critic(vm: Any, ids_BT: torch.Tensor, attn_BT: torch.Tensor, budget: in
 
 
 def _ref_values(tr: PPOTrainer, batch: CreditBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    vm, budget = tr.critics["agent"], tr.config.token_budget
+    vm, budget = tr.critics["agent"].model, tr.config.token_budget
     v_BT = _ref_critic(vm, batch.ids_BT, batch.attention_mask_BT, budget)
     lengths = torch.tensor(row_lengths(batch.attention_mask_BT))
     B = batch.B
@@ -55,8 +55,8 @@ def _ref_values(tr: PPOTrainer, batch: CreditBatch) -> tuple[torch.Tensor, torch
 
 
 def _ref_critic_update(tr: PPOTrainer, batch: CreditBatch, adv: Any, old: tuple[torch.Tensor, torch.Tensor]) -> None:
-    cfg, vm = tr.config, tr.critics["agent"]
-    opt, sched = tr.critic_opts["agent"]
+    cfg, vm = tr.config, tr.critics["agent"].model
+    opt, sched = tr.critics["agent"].optimizer, tr.critics["agent"].scheduler
     turn_level = cfg.estimator_cfg["level"] == "turn"
     returns, mask = (adv.returns_BK, batch.turn_mask_BK) if turn_level else (adv.returns_BT, batch.loss_mask_BT)
     lengths, denom = row_lengths(batch.attention_mask_BT), float(mask.sum())
@@ -115,15 +115,15 @@ def test_full_history_critic_is_unchanged_by_the_row_layout(tiny_cache, level: s
     for tr in (new, ref):
         torch.manual_seed(3)
         with torch.no_grad():
-            tr.critics["agent"].head.weight.normal_(0.0, 0.5)
-            tr.critics["agent"].head.bias.fill_(0.3)
+            tr.critics["agent"].model.head.weight.normal_(0.0, 0.5)
+            tr.critics["agent"].model.head.bias.fill_(0.3)
     batch, adv, _, _ = new._credit("agent", eps)
     old = _ref_values(ref, batch)
     assert torch.equal(batch.values_BK, old[1]) and bool(old[1].abs().sum() > 0)
-    metrics = new._after_update("agent", batch, adv)
+    metrics = new.critics["agent"].fit(batch, adv)
     assert torch.isfinite(torch.tensor(metrics["vf_loss"])) and metrics["vf_loss"] > 0
     _ref_critic_update(ref, batch, adv, old)
-    assert torch.equal(params_vector(new.critics["agent"]), params_vector(ref.critics["agent"]))
+    assert torch.equal(params_vector(new.critics["agent"].model), params_vector(ref.critics["agent"].model))
 
 
 # ---------------------------------------------------------------------- row bookkeeping
@@ -190,10 +190,10 @@ def test_window_values_are_read_off_each_turns_own_prompt(tiny_policy) -> None:
     assert all(e.history.startswith("window") for e in eps)  # Device-v0's default history
     assert batch.R > batch.B and any(e.truncated and e.final_obs_ids for e in eps)
     tr = PPOTrainer(tiny_policy, DEVICE, PPOConfig(steps=1, tensorboard=False, estimator_cfg={"level": "turn"}))
-    vm = tr.critics["agent"]
+    vm = tr.critics["agent"].model
     with torch.no_grad():  # a non-zero critic, so every value differs by context
         vm.head.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(0))
-    out = tr._values_for("agent", batch)
+    out = tr.critics["agent"].attach_values(batch)
     for b, e in enumerate(eps):
         pos = 0
         for k, t in enumerate(e.turns):
@@ -210,7 +210,7 @@ def test_window_values_are_read_off_each_turns_own_prompt(tiny_policy) -> None:
 
 def _record_critic_widths(tr: PPOTrainer) -> list[int]:
     widths: list[int] = []
-    vm = tr.critics["agent"]
+    vm = tr.critics["agent"].model
     inner = vm.forward
 
     def spy(ids_BT: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
@@ -234,9 +234,9 @@ def test_ppo_two_steps_on_device_in_window_mode(tiny_policy, tmp_path, level: st
                     estimator_cfg={"level": level, "gamma": 1.0, "lam": 0.95})  # fmt: skip
     tr = PPOTrainer(tiny_policy, DEVICE, cfg)
     with torch.no_grad():  # values that differ by state: TD errors to regress on even when every reward is 0
-        tr.critics["agent"].head.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(0))
+        tr.critics["agent"].model.head.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(0))
     widths = _record_critic_widths(tr)
-    critic_before = params_vector(tr.critics["agent"]).clone()
+    critic_before = params_vector(tr.critics["agent"].model).clone()
     tr.train()
     eps = RolloutStore(tmp_path / "episodes.jsonl").read()
     assert len(eps) == 4 and all(e.history.startswith("window") for e in eps)
@@ -246,7 +246,7 @@ def test_ppo_two_steps_on_device_in_window_mode(tiny_policy, tmp_path, level: st
         assert m["collector_truncated"] == 0.0
     assert any(m["adv/gae/frac_bootstrapped"] > 0 for m in tr.history)  # a final window prompt was valued
     assert all(m["vf_loss"] > 0 for m in tr.history)
-    assert not torch.equal(critic_before, params_vector(tr.critics["agent"]))
+    assert not torch.equal(critic_before, params_vector(tr.critics["agent"].model))
     longest_turn = max(len(t.obs_ids) + len(t.action_ids) for e in eps for t in e.turns)
     longest_final = max(len(e.final_obs_ids) + 1 for e in eps)  # + the dummy slot read for the bootstrap
     longest_episode = max(sum(len(t.obs_ids) + len(t.action_ids) for t in e.turns) for e in eps)

@@ -63,7 +63,7 @@ def _eval_from_saved_folders_reproduces_the_summary(out: Path, summary: dict) ->
 def test_eval_of_a_model_folder_without_eval_config_asks_for_env_kwargs(tmp_path: Path) -> None:
     import typer
 
-    from creditgym.trainers.cli import eval_settings
+    from creditgym.cli.eval import eval_settings
     from creditgym.trainers.evaluate import save_eval_config
 
     with pytest.raises(typer.BadParameter, match=r"no eval_config.json.*--env-kwargs"):
@@ -103,22 +103,22 @@ def test_sft_successes_only_trains_on_the_successful_expert_episodes(tmp_path: P
 def test_cli_registers_train_eval_quickstart_and_parses_config_flags() -> None:
     from typer.testing import CliRunner
 
-    from creditgym.cli import app
+    from creditgym.cli import COMMANDS, app
 
-    names = {c.name for c in app.registered_commands}
+    names = set(COMMANDS)
     assert {"train", "eval", "quickstart"} <= names
     res = CliRunner().invoke(app, ["train", "--trainer", "ppo", "--list-flags"])
     assert res.exit_code == 0 and "--vf-clip" in res.output and "CleanRL" in res.output
 
-    from creditgym.trainers.cli import parse_config_flags
+    from creditgym.cli.train import config_from_flags
     from creditgym.trainers.grpo import GRPOConfig
 
-    cfg = parse_config_flags(GRPOConfig, ["--steps", "3", "--lr=1e-4", "--dynamic-sampling", "--no-tensorboard",
-                                          "--estimator-cfg", '{"gamma": 0.9}', "--dual-clip-c", "none",
-                                          "--adam-betas", "[0.9, 0.95]"])
+    cfg = config_from_flags(GRPOConfig, ["--steps", "3", "--lr=1e-4", "--dynamic-sampling", "--no-tensorboard",
+                                         "--estimator-cfg", '{"gamma": 0.9}', "--dual-clip-c", "none",
+                                         "--adam-betas", "[0.9, 0.95]"])
     assert (cfg.steps, cfg.lr, cfg.dynamic_sampling, cfg.tensorboard) == (3, 1e-4, True, False)
     assert cfg.estimator_cfg == {"gamma": 0.9} and cfg.dual_clip_c is None and cfg.adam_betas == (0.9, 0.95)
     import typer
 
     with pytest.raises(typer.BadParameter, match="unknown flag"):
-        parse_config_flags(GRPOConfig, ["--stepz", "3"])
+        config_from_flags(GRPOConfig, ["--stepz", "3"])

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from creditgym.trainers.common import build_optimizer, lr_factor
+from creditgym.trainers.schedule import build_optimizer, lr_factor
 
 
 def test_lr_factor_hand_computed() -> None:

@@ -22,10 +22,10 @@ def test_masked_positions_get_exactly_zero_gradient(tiny_policy) -> None:
     logits = tiny_policy.forward_logits(batch.ids_BT, batch.attention_mask_BT).detach().requires_grad_(True)
 
     class Fixed:
-        def forward_logits(self, ids, attn):
+        def forward_logits(self, ids, attn, logits_to_keep=0):
             return logits
 
-    from creditgym.trainers.common import forward_logprobs
+    from creditgym.trainers.logprobs import forward_logprobs
     from creditgym.trainers.losses import sft_loss
 
     logp, _ = forward_logprobs(Fixed(), batch.ids_BT, batch.attention_mask_BT)
