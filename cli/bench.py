@@ -1,14 +1,17 @@
 """`creditgym bench TARGET [OPTIONS]`: runs a benchmark of `creditgym.benchmarks` (the top-level
-`benchmarks/` folder). Each target is a module whose `main` is a Typer command function; the options
-after the target go to it. Add a target: one line in `BENCH_TARGETS`."""
+`benchmarks/` folder). Each target is a module whose `main` is a Typer command function, shown as a
+subcommand (`creditgym bench accuracy --help` lists its options); a target's module is imported
+only when it runs or shows its help. Add a target: one line in `BENCH_TARGETS`."""
 
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
-# target -> module of creditgym.benchmarks whose `main` runs it (imported only when that target runs)
+# target -> module of creditgym.benchmarks whose `main` runs it
 BENCH_TARGETS: dict[str, str] = {
     "accuracy": "accuracy",
     "credit": "credit",
@@ -19,17 +22,9 @@ BENCH_TARGETS: dict[str, str] = {
     "trl": "trl_overhead",
 }
 
-app = typer.Typer()
 
-
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench(
-    ctx: typer.Context,
-    target: str = typer.Argument(..., help=f"what to benchmark: {', '.join(BENCH_TARGETS)}; options after it go to the benchmark"),
-) -> None:
-    """Run a side-by-side benchmark and print its table (never a timed test)."""
-    if target not in BENCH_TARGETS:
-        raise typer.BadParameter(f"unknown bench target {target!r}; choose one of {sorted(BENCH_TARGETS)}")
+def target_command(target: str) -> Any:
+    """The Typer command of one target (imports its benchmark module)."""
     module = f"creditgym.benchmarks.{BENCH_TARGETS[target]}"
     try:
         main = importlib.import_module(module).main
@@ -38,4 +33,29 @@ def bench(
         raise typer.Exit(2) from e
     sub = typer.Typer(add_completion=False)
     sub.command(name=target)(main)
-    sub(args=list(ctx.args), prog_name=f"creditgym bench {target}", standalone_mode=True)
+    return typer.main.get_command(sub)
+
+
+class LazyTargets(TyperGroup):
+    """Lists `BENCH_TARGETS`; imports a target's module when it is invoked."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(BENCH_TARGETS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> TyperCommand | None:  # a stub for the listing
+        return TyperCommand(cmd_name, help=f"creditgym.benchmarks.{BENCH_TARGETS[cmd_name]}") if cmd_name in BENCH_TARGETS else None
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and args[0] not in BENCH_TARGETS:
+            raise typer.BadParameter(f"unknown bench target {args[0]!r}; choose one of {sorted(BENCH_TARGETS)}", ctx)
+        name, _, rest = super().resolve_command(ctx, args)
+        return name, target_command(name), rest
+
+
+app = typer.Typer(cls=LazyTargets, no_args_is_help=True, add_completion=False)
+
+
+@app.callback()
+def bench() -> None:
+    """Run a side-by-side benchmark and print its table (never a timed test): `creditgym bench TARGET
+    [OPTIONS]`, `creditgym bench TARGET --help` for a target's options."""

@@ -88,6 +88,13 @@ def test_unknown_command_and_bench_target_fail_cleanly():
     assert res.exit_code == 2 and "unknown bench target" in res.output
 
 
+def test_bench_target_help_lists_the_targets_own_options():
+    res = runner.invoke(app, ["bench", "accuracy", "--help"])
+    assert res.exit_code == 0 and "--epsilon" in res.output and "--branches" in res.output
+    res = runner.invoke(app, ["bench", "--help"])
+    assert res.exit_code == 0 and all(t in res.output for t in ("accuracy", "credit", "rollout", "train", "trl"))
+
+
 def test_package_init_does_not_import_cli():
     code = "import sys, creditgym; print('creditgym.cli' in sys.modules, 'creditgym.trainers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
