@@ -25,7 +25,9 @@ class Context:
     `ids`: the exact token ids of the conversation (what a model continues); `messages`: the same
     conversation as chat messages (for message-based backends); `obs_texts` / `action_texts`: the
     raw env observations (reset observation first) and actions exactly as the env saw them (what
-    scripted and random policies read); `role`: whose turn it is in two-player envs.
+    scripted and random policies read); `role`: whose turn it is in two-player envs; `prefill`: text
+    the Collector has already put at the start of the reply (its tokens end `ids`; the policy continues
+    it; message-based backends must continue `prefill` rather than start a new assistant turn).
     """
 
     ids: list[int] = field(default_factory=list)
@@ -34,6 +36,7 @@ class Context:
     action_texts: list[str] = field(default_factory=list)
     role: str = "agent"
     env_id: str = ""
+    prefill: str = ""
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,19 @@ class TrainablePolicy(Policy, Protocol):
     ) -> torch.Tensor:
         """Logits `[N, V]` at the N True positions of `positions_BT` (row-major), equal to
         `forward_logits(ids_BT, attention_mask_BT)[positions_BT]`, the LM head run there only."""
+        ...
+
+    @property
+    def hidden_size(self) -> int:
+        """Width D of the last hidden layer (`forward_hidden_at`'s `hidden_BTD`; heads on it are D wide)."""
+        ...
+
+    def forward_hidden_at(
+        self, ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor, positions_BT: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(logits_NV, hidden_BTD)` of one teacher-forced pass with gradients: the logits at the True
+        positions of `positions_BT` (as `forward_logits_at`) and the last hidden layer at every position
+        (FlowRL's log-partition head reads the prompt's)."""
         ...
 
     def logprobs(

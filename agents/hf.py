@@ -229,6 +229,32 @@ class HFPolicy:
             return self.forward_logits(ids_BT, attention_mask_BT)[positions_BT.bool()]
         return self._head_at(ids_BT, attention_mask_BT, positions_BT.bool())
 
+    @property
+    def hidden_size(self) -> int:
+        """Width D of the last hidden layer: the LM head's input width."""
+        return int(self.base_model().get_output_embeddings().weight.shape[1])
+
+    def forward_hidden_at(
+        self, ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor, positions_BT: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(logits_NV, hidden_BTD)` of one teacher-forced pass (with gradients if enabled): the logits
+        at the True positions of `positions_BT` (row-major, equal to `forward_logits_at`'s) and the last
+        hidden layer (after the final norm, the LM head's input) at every position."""
+        dev = self.device
+        ids_BT, attention_mask_BT, positions_BT = ids_BT.to(dev), attention_mask_BT.to(dev), positions_BT.to(dev)
+        positions_BT = positions_BT.bool()
+        if self._head_split_ok is None:
+            self._head_split_ok = self._check_head_split(ids_BT[:1], attention_mask_BT[:1])
+        if self._head_split_ok:
+            base = self.base_model()
+            hidden_BTD = base.get_decoder()(
+                input_ids=ids_BT, attention_mask=attention_mask_BT, position_ids=_position_ids(attention_mask_BT)
+            ).last_hidden_state
+            return base.get_output_embeddings()(hidden_BTD[positions_BT]), hidden_BTD
+        out = self.model(input_ids=ids_BT, attention_mask=attention_mask_BT,
+                         position_ids=_position_ids(attention_mask_BT), output_hidden_states=True)  # fmt: skip
+        return out.logits[positions_BT], out.hidden_states[-1]
+
     def _head_at(self, ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor, positions_BT: torch.Tensor) -> torch.Tensor:
         base = self.base_model()
         out = base.get_decoder()(

@@ -1,4 +1,6 @@
-"""Offline helpers: Monte-Carlo values from branch rollouts, and expert / SFT datasets.
+"""Offline helpers: Monte-Carlo values from branch rollouts, expert / SFT datasets, and mixed-quality
+offline datasets (`collect_offline`: expert, noisy expert, random and optionally a policy's episodes,
+as DigiRL and Digi-Q train on; METHODS.md 6-7).
 
 `mc_values(episodes, rollouts)` gives `values_BK` for `spo` / `vineppo` (CREDIT.md 7): the value of
 the state before turn k of episode b is the mean discounted return-to-go from turn k of the rollouts
@@ -9,20 +11,27 @@ replay; the group's other episodes are rollouts from the start state (k = 0).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from creditgym.agents.rollout import Collector
-from creditgym.agents.scripted import ScriptedPolicy
+from creditgym.agents.base import Policy, Sampling
+from creditgym.agents.rollout import Collector, derive_seed
+from creditgym.agents.scripted import RandomPolicy, ScriptedPolicy
 from creditgym.store import RolloutStore
 from creditgym.token_batch import prefix_node_ids
-from creditgym.trajectory import Episode
+from creditgym.trajectory import Episode, episode_success
 
-__all__ = ["expert_episodes", "load_episodes", "mc_values", "return_to_go", "sft_examples"]
+__all__ = [
+    "OFFLINE_SOURCES", "collect_offline", "expert_episodes", "load_episodes", "manifest_path", "mc_values",
+    "return_to_go", "sft_examples",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -136,3 +145,84 @@ def sft_examples(
 def load_episodes(path: str | os.PathLike[str]) -> list[Episode]:
     """All episodes of a RolloutStore file."""
     return RolloutStore(path).read()
+
+
+OFFLINE_SOURCES = ("expert", "noisy_expert", "random", "policy")
+"""The sources `collect_offline` mixes, in the order it collects them (`Episode.meta["offline"]["source"]`)."""
+
+
+def manifest_path(store_path: str | os.PathLike[str]) -> Path:
+    """The manifest written beside an offline store: `episodes.jsonl` -> `episodes.manifest.json`."""
+    p = Path(store_path)
+    return p.with_name(p.stem + ".manifest.json")
+
+
+def collect_offline(
+    env_id: str,
+    store: RolloutStore | str | os.PathLike[str] | None = None,
+    *,
+    n_expert: int = 32,
+    n_noisy: int = 64,
+    n_random: int = 32,
+    epsilon: float = 0.5,
+    policy: Policy | None = None,
+    n_policy: int = 0,
+    sampling: Sampling | None = None,
+    tokenizer: Any = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> list[Episode]:
+    """A mixed-quality offline dataset on `env_id`: `n_expert` episodes of the scripted expert,
+    `n_noisy` of the expert taking a random well-formed action with probability `epsilon` (DigiRL's
+    offline data, METHODS.md 6: eps 0.5), `n_random` of the random baseline and, with `policy`,
+    `n_policy` of that policy (e.g. a warm-started model; `sampling` its decoding settings). Every source plays its own tasks (seeds
+    derived from `seed` and the source), one episode per task.
+
+    Each episode's `meta["offline"]` records its source, epsilon and the mix; with `store` the
+    episodes are appended to that RolloutStore and a manifest (`manifest_path(store)`: env, kwargs,
+    seed, and per source the count, epsilon and success rate) is written beside it. `tokenizer`
+    tokenizes the scripted sources' actions (pass the student's; the byte-level one when None).
+    """
+    counts = {"expert": n_expert, "noisy_expert": n_noisy, "random": n_random, "policy": n_policy if policy else 0}
+    if any(n < 0 for n in counts.values()):
+        raise ValueError(f"collect_offline: episode counts must be >= 0, got {counts}")
+    if n_policy > 0 and policy is None:
+        raise ValueError("collect_offline: n_policy > 0 needs policy= (the model whose episodes to add)")
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"collect_offline: epsilon must lie in [0, 1], got {epsilon}")
+    tok = tokenizer if tokenizer is not None else getattr(policy, "tokenizer", None)
+    mix = {k: v for k, v in counts.items() if v > 0}
+    out: list[Episode] = []
+    summary: dict[str, dict[str, float]] = {}
+    for i, source in enumerate(OFFLINE_SOURCES):
+        n = counts[source]
+        if n <= 0:
+            continue
+        eps_ = epsilon if source == "noisy_expert" else (0.0 if source == "expert" else None)
+        src_seed = derive_seed(seed, i)
+        actor: Policy
+        if source == "random":
+            actor = RandomPolicy.for_env(env_id, tokenizer=tok, seed=src_seed)
+        elif source == "policy":
+            assert policy is not None
+            actor = policy
+        else:
+            actor = ScriptedPolicy.for_env(env_id, tokenizer=tok, epsilon=float(eps_ or 0.0), seed=src_seed)
+        col = Collector(actor, env_id, group_size=1, env_kwargs=env_kwargs, sampling=sampling if source == "policy" else None)
+        try:
+            eps = col.collect(n, src_seed)
+        finally:
+            col.close()
+        tag = {"source": source, "epsilon": eps_, "mix": mix, "seed": int(seed)}
+        eps = [dataclasses.replace(e, meta={**e.meta, "offline": tag}) for e in eps]
+        summary[source] = {"episodes": float(len(eps)), "epsilon": -1.0 if eps_ is None else float(eps_),
+                           "success": sum(episode_success(e) for e in eps) / max(len(eps), 1)}  # fmt: skip
+        out += eps
+    if store is not None:
+        rs = store if isinstance(store, RolloutStore) else RolloutStore(store)
+        rs.extend(out)
+        manifest = {"env_id": env_id, "env_kwargs": dict(env_kwargs or {}), "seed": int(seed), "mix": mix,
+                    "sources": summary, "episodes": len(out)}  # fmt: skip
+        manifest_path(rs.path).write_text(json.dumps(manifest, indent=1))
+        log.info("collect_offline: wrote %d episodes (%s) to %s", len(out), mix, rs.path)
+    return out

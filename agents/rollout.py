@@ -43,6 +43,7 @@ from creditgym.agents.rollout_state import (
     StartSpec,
     append_assistant,
     build_episodes,
+    played_conv,
     prefix_conv,
 )
 from creditgym.store import RolloutStore
@@ -54,6 +55,9 @@ __all__ = ["Collector", "derive_seed"]
 log = logging.getLogger(__name__)
 
 EnvFn = Callable[[], gymnasium.Env]
+
+MATCH_STEP = "match_step"
+"""`Turn.info` key of two-player envs: the turn's index among all moves of its match (both roles)."""
 
 
 def derive_seed(*parts: int) -> int:
@@ -89,6 +93,13 @@ class Collector:
         progress: show a rich progress bar.
         max_concurrent: cap on envs running at once (None: every episode of the call at once).
         system_prompt: an optional system message before the first observation.
+        prefill: text that starts every reply (SEMA's `"1. "`, METHODS.md section 8): its tokens
+            (`tokenizer.encode(prefill, add_special_tokens=False)`) are appended to the context, the
+            policy continues them, and the turn records `action_ids = prefill ids + generated ids`,
+            `action_text = prefill + generated text`. The prefill tokens were not sampled: their
+            `action_logprobs` are 0.0 (probability 1 under the sampling process), their
+            `action_loss_mask` is 0 (the RL loss skips them) and `Turn.info["prefill_tokens"]` counts
+            them (SFT on self-generated data unmasks them: `trainers.sema.train_on_prefill`).
     """
 
     def __init__(
@@ -109,6 +120,7 @@ class Collector:
         max_concurrent: int | None = None,
         system_prompt: str | None = None,
         history: Any = None,
+        prefill: str | None = None,
     ):
         if env_id is not None and not isinstance(env_id, str):  # Collector(policy, [fn, fn, ...])
             env_fns, env_id = list(env_id), None
@@ -138,6 +150,8 @@ class Collector:
         self.progress = bool(progress)
         self.max_concurrent = max_concurrent
         self.system_prompt = system_prompt
+        self.prefill = prefill or ""
+        self._prefill_ids: dict[int, list[int]] = {}
         self._run_id = uuid.uuid4().hex[:8]
         self._calls = 0
         self._gen_calls = 0
@@ -163,11 +177,17 @@ class Collector:
     def load_state_dict(self, state: Mapping[str, int]) -> None:
         self._calls, self._gen_calls = int(state["calls"]), int(state["gen_calls"])
 
-    def collect(self, num_groups: int, seed: int = 0, tasks: Sequence[TaskSpec] | None = None) -> list[Episode]:
+    def collect(
+        self, num_groups: int, seed: int = 0, tasks: Sequence[TaskSpec] | None = None,
+        group_policies: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> list[Episode]:
         """Play `num_groups` groups of `group_size` episodes; group g resets every member with the
-        same derived seed (and `options={"task_id": ...}` when `tasks[g]` names one)."""
+        same derived seed (and `options={"task_id": ...}` when `tasks[g]` names one). `group_policies[g]`
+        (role -> policy) overrides `policies` for group g's matches (a self-play opponent drawn per group)."""
         if tasks is not None and len(tasks) != num_groups:
             raise ValueError(f"collect: got {len(tasks)} tasks for {num_groups} groups; give one TaskSpec per group")
+        if group_policies is not None and len(group_policies) != num_groups:
+            raise ValueError(f"collect: got {len(group_policies)} group_policies for {num_groups} groups; give one per group")
         call = self._calls
         self._calls += 1
         self._base_seed = int(seed)
@@ -181,8 +201,9 @@ class Collector:
             meta = {"options": options, "env_kwargs": kwargs, "category": task.category if task else None}
             for m in range(self.group_size + (1 if self.greedy_baseline else 0)):
                 greedy = m == self.group_size
+                override = dict(group_policies[g] or {}) if group_policies is not None else None
                 specs.append(StartSpec(bucket=g, group_id=group_id, member=m, seed=gseed, options=options,
-                                       env_kwargs=kwargs, greedy=greedy, meta=dict(meta)))
+                                       env_kwargs=kwargs, greedy=greedy, meta=dict(meta), policies=override or None))
         return self._run(specs)
 
     def branch(
@@ -191,13 +212,24 @@ class Collector:
         """Fork each episode `n` ways before each turn k in `at_turns` ("all"/None: every turn; a list of
         ints for every episode; or one list per episode): replay the env to the state before turn k,
         reuse the recorded prefix tokens exactly, and sample on. Branches share `group_id`, and their
-        `node_ids` agree with the originals' on the shared prefix (CREDIT.md 6.1)."""
+        `node_ids` agree with the originals' on the shared prefix (CREDIT.md 6.1). Two-player matches
+        branch too: `episodes` must then hold both roles' episodes of each match (`meta["match_id"]`);
+        the replay interleaves their actions in the recorded order, and each branch returns both
+        roles' episodes of the new match."""
         if n < 1:
             return []
         specs: list[StartSpec] = []
+        two_player = bool(self.policies) and len(self.policies) > 1
+        by_match: dict[tuple[str, str], Episode] = {(str(e.meta.get("match_id")), e.role): e for e in episodes}
         for i, ep in enumerate(episodes):
-            if self.policies and len(self.policies) > 1:
-                raise NotImplementedError("branch: two-player matches cannot be branched yet; branch single-role episodes")
+            partner = None
+            if two_player:
+                others = [e for (mid, role), e in by_match.items() if mid == ep.meta.get("match_id") and role != ep.role]
+                interleaved = any(int(t.info.get(MATCH_STEP, j)) != j for j, t in enumerate(ep.turns))
+                if not others and interleaved:
+                    raise ValueError(f"branch: two-player episode {ep.episode_id} ({ep.role}) needs the other role's "
+                                     "episode of its match in `episodes`; pass both roles' episodes of each match")
+                partner = others[0] if others else None  # None: the other role never acted (replayed alone)
             if at_turns is None or isinstance(at_turns, str):
                 if at_turns not in (None, "all", "every_turn"):
                     raise ValueError(f"branch: at_turns must be 'all', a list of turn indices or one list per episode, got {at_turns!r}")
@@ -216,7 +248,7 @@ class Collector:
                     specs.append(StartSpec(bucket=i, group_id=ep.group_id, member=j, seed=ep.seed,
                                            options=dict(ep.meta.get("options") or {}),
                                            env_kwargs=dict(ep.meta.get("env_kwargs") or {}), greedy=False,
-                                           meta=meta, prefix=ep, prefix_turns=int(k)))
+                                           meta=meta, prefix=ep, prefix_turns=int(k), partner=partner))
         self._calls += 1
         return self._run(specs)
 
@@ -350,6 +382,9 @@ class Collector:
                 f"branch: episode {ep.episode_id} was collected with history {ep.history!r} but this Collector "
                 f"uses {m.history.describe()!r}; branch with the history the episode was collected with"
             )
+        if spec.partner is not None:
+            self._start_two_player_branch(m, spec)
+            return
         actions = [t.action_text for t in ep.turns[:k]]
         # reset + prefix actions through the wrappers (TextEnv.replay's recipe; the determinism contract
         # makes it exact); the recorded rewards and observation must come back
@@ -373,12 +408,52 @@ class Collector:
         m.convs[ep.role] = conv
         m.acting = ep.role
 
+    def _start_two_player_branch(self, m: Match, spec: StartSpec) -> None:
+        """Replay both roles' recorded actions before `ep`'s turn k in match order, then rebuild both
+        conversations from their recorded tokens (the other role's without a pending observation)."""
+        ep, partner, k = spec.prefix, spec.partner, spec.prefix_turns
+        assert ep is not None and partner is not None
+        if m.history.per_turn:
+            raise ValueError("branch: two-player matches branch with history='full' only")
+        if any(MATCH_STEP not in t.info for t in (*ep.turns, *partner.turns)):
+            raise ValueError(f"branch: episode {ep.episode_id} has no Turn.info[{MATCH_STEP!r}]; it was not collected "
+                             "by this Collector from a two-player env (metadata['two_player'])")
+        at = int(ep.turns[k].info[MATCH_STEP])
+        moves = sorted((int(t.info[MATCH_STEP]), e.role, j) for e in (ep, partner) for j, t in enumerate(e.turns)
+                       if int(t.info[MATCH_STEP]) < at)  # fmt: skip
+        turns = {ep.role: ep.turns, partner.role: partner.turns}
+        options = dict(spec.options)
+        if ep.meta.get("backend_log"):
+            options["backend_log"] = ep.meta["backend_log"]
+        obs, info = m.env.reset(seed=spec.seed, options=options or None)
+        rewards: dict[str, list[float]] = {ep.role: [], partner.role: []}
+        for _, role, j in moves:
+            if str(info.get("role", role)) != role:
+                raise ValueError(f"branch: replaying match {ep.meta.get('match_id')} the env asked {info.get('role')!r} "
+                                 f"to act where {role!r} acted; the env breaks the determinism contract")
+            obs, r, _, _, info = m.env.step(turns[role][j].action_text)
+            rewards[role].append(float(r))
+        if obs != ep.turns[k].obs_text or rewards[ep.role] != [t.reward for t in ep.turns[:k]]:
+            raise ValueError(
+                f"branch: replaying match {ep.meta.get('match_id')} to {ep.role}'s turn {k} gave a different observation "
+                "or reward than recorded; the env breaks the determinism contract (same seed + actions -> same results)"
+            )
+        m.task_id = ep.task_id
+        m.gold = tuple(ep.meta.get("gold") or ())
+        policy = self.policy_for(ep.role)
+        m.convs[ep.role] = prefix_conv(ep, k, policy, self._renderer(policy), m.obs_role, m.history)
+        if rewards[partner.role]:
+            other = self.policy_for(partner.role)
+            m.convs[partner.role] = played_conv(partner, len(rewards[partner.role]), rewards[partner.role], other,
+                                                self._renderer(other), m.obs_role)  # fmt: skip
+        m.acting = ep.role
+
     def _observe(self, m: Match, role: str, obs: str, info: Mapping[str, Any]) -> None:
         """Append observation `obs` to `role`'s conversation (creating it on the role's first view)."""
         conv = m.convs.get(role)
         fresh = conv is None
         if conv is None:
-            policy = self.policy_for(role)
+            policy = m.spec.policies[role] if m.spec.policies and role in m.spec.policies else self.policy_for(role)
             if self.policies and role not in self.policies and len(self.policies) > 1:
                 raise KeyError(f"the env asks role {role!r} to act but policies has only {sorted(self.policies)}")
             conv = RoleConv(role=role, policy=policy, renderer=self._renderer(policy))
@@ -432,8 +507,14 @@ class Collector:
                 temperature=0.0 if greedy else self.sampling.temperature,
                 seed=derive_seed(self._base_seed if self.sampling.seed is None else self.sampling.seed, self._gen_calls),
             )
-            ctxs = [Context(ids=list(c.ids), messages=[dict(x) for x in c.messages], obs_texts=list(c.obs_texts),
-                            action_texts=list(c.action_texts), role=c.role, env_id=self.env_id) for c in convs]
+            pre = self._prefill_for(convs[0].policy)
+            if pre and cap <= len(pre):
+                raise ValueError(f"prefill {self.prefill!r} is {len(pre)} tokens but only {cap} new tokens fit; raise "
+                                 "max_new_tokens (or max_context_tokens) or shorten the prefill")
+            sampling = dataclasses.replace(sampling, max_new_tokens=int(cap) - len(pre))
+            ctxs = [Context(ids=list(c.ids) + pre, messages=[dict(x) for x in c.messages], obs_texts=list(c.obs_texts),
+                            action_texts=list(c.action_texts), role=c.role, env_id=self.env_id, prefill=self.prefill)
+                    for c in convs]
             t0 = time.perf_counter()
             gens = convs[0].policy.generate(ctxs, sampling)
             gen_s = time.perf_counter() - t0
@@ -442,9 +523,22 @@ class Collector:
             if len(gens) != len(ctxs):
                 raise ValueError(f"policy.generate returned {len(gens)} generations for {len(ctxs)} contexts")
             for m, conv, gen in zip(group, convs, gens):
-                self._step(m, conv, gen, gen_s, len(group))
+                if pre and gen.token_ids:  # the reply = prefill + continuation, tokens recorded exactly
+                    sampled_lp = gen.logprobs or (0.0,) * len(gen.token_ids)
+                    gen = Generation(token_ids=(*pre, *gen.token_ids), logprobs=(*(0.0,) * len(pre), *sampled_lp),
+                                     text=self.prefill + gen.text, finish_reason=gen.finish_reason)
+                self._step(m, conv, gen, gen_s, len(group), len(pre))
 
-    def _step(self, m: Match, conv: RoleConv, gen: Generation, gen_s: float, batch: int) -> None:
+    def _prefill_for(self, policy: Any) -> list[int]:
+        """The prefill's token ids in `policy`'s tokenizer (cached per tokenizer)."""
+        if not self.prefill:
+            return []
+        tok = policy.tokenizer
+        if id(tok) not in self._prefill_ids:
+            self._prefill_ids[id(tok)] = [int(i) for i in tok.encode(self.prefill, add_special_tokens=False)]
+        return self._prefill_ids[id(tok)]
+
+    def _step(self, m: Match, conv: RoleConv, gen: Generation, gen_s: float, batch: int, n_prefill: int = 0) -> None:
         action_ids = [int(i) for i in gen.token_ids]
         if not action_ids and gen.finish_reason == "error":  # OpenAIPolicy(on_error="empty"): a backend failure
             log.warning(
@@ -476,11 +570,16 @@ class Collector:
         spans = info.get("mask_spans")
         mask = char_mask_to_token_mask(conv.policy.tokenizer, action_ids, spans) if spans else None
         turn_info = {"gen_s": gen_s, "env_s": env_s, "gen_batch": batch, "finish_reason": gen.finish_reason}
+        if n_prefill:  # not sampled: no RL loss on these tokens (SFT on self-generated plans unmasks them)
+            mask = [0] * n_prefill + list(mask[n_prefill:] if mask is not None else [1] * (len(action_ids) - n_prefill))
+            turn_info["prefill_tokens"] = n_prefill
         for key in ("backend_error", "internal_error", "action_sanitized", "noise_prob"):
             if key in info:
                 turn_info[key] = info[key]
         if conv.abstract_state is not None:  # the state this turn's action was taken from (pvd)
             turn_info["abstract_state"] = conv.abstract_state
+        if m.env.unwrapped.metadata.get("two_player"):  # the match-wide order of moves (two-player branching)
+            turn_info[MATCH_STEP] = sum(len(c.turns) for c in m.convs.values())
         conv.add_turn(action_ids, gen, mask, float(reward), bool(info.get("invalid", False)), turn_info)
         if m.obs_role == "continuation":
             append_assistant(conv.messages, gen.text)

@@ -14,7 +14,7 @@ from creditgym.agents.rollout_chat import ChatRenderer
 from creditgym.agents.rollout_history import HistoryPolicy
 from creditgym.trajectory import Episode, Turn
 
-__all__ = ["Match", "RoleConv", "StartSpec", "append_assistant", "build_episodes", "prefix_conv"]
+__all__ = ["Match", "RoleConv", "StartSpec", "append_assistant", "build_episodes", "played_conv", "prefix_conv"]
 
 
 @dataclass
@@ -32,6 +32,8 @@ class StartSpec:
     meta: dict[str, Any] = field(default_factory=dict)
     prefix: Episode | None = None
     prefix_turns: int = 0
+    policies: dict[str, Any] | None = None  # per-match role -> policy override (opponent pools)
+    partner: Episode | None = None  # two-player branch: the other role's episode of the same match
 
 
 @dataclass
@@ -188,5 +190,29 @@ def prefix_conv(
         else:
             msgs.append({"role": "assistant", "content": t.action_text})
             msgs += renderer.observation_messages(nxt, obs_role, {})
+    conv.messages = msgs
+    return conv
+
+
+def played_conv(ep: Episode, j: int, rewards: list[float], policy: Any, renderer: ChatRenderer, obs_role: str) -> RoleConv:
+    """The conversation of `ep` after its first j turns (actions taken, the next observation not yet
+    seen): the other role's side of a two-player branch. `rewards` replace those turns' rewards (a
+    recorded last turn holds the match's final reward, which the branch has not earned yet)."""
+    conv = RoleConv(role=ep.role, policy=policy, renderer=renderer)
+    conv.turns = [t if t.reward == r else dataclasses.replace(t, reward=r) for t, r in zip(ep.turns[:j], rewards)]
+    conv.obs_texts = [t.obs_text for t in ep.turns[:j]]
+    conv.action_texts = [t.action_text for t in ep.turns[:j]]
+    conv.ids = [i for t in ep.turns[:j] for i in (*t.obs_ids, *t.action_ids)]
+    msgs = renderer.first_messages(ep.turns[0].obs_text)
+    for i, t in enumerate(ep.turns[:j]):
+        if i > 0:
+            if obs_role == "continuation":
+                append_assistant(msgs, t.obs_text)
+            else:
+                msgs += renderer.observation_messages(t.obs_text, obs_role, {})
+        if obs_role == "continuation":
+            append_assistant(msgs, t.action_text)
+        else:
+            msgs.append({"role": "assistant", "content": t.action_text})
     conv.messages = msgs
     return conv

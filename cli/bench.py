@@ -49,7 +49,7 @@ class LazyTargets(TyperGroup):
         if args and args[0] not in BENCH_TARGETS:
             raise typer.BadParameter(f"unknown bench target {args[0]!r}; choose one of {sorted(BENCH_TARGETS)}", ctx)
         name, _, rest = super().resolve_command(ctx, args)
-        return name, target_command(name), rest
+        return name, target_command(str(name)), rest
 
 
 app = typer.Typer(cls=LazyTargets, no_args_is_help=True, add_completion=False)

@@ -86,13 +86,25 @@ def eval_command(
     json_out: Path = typer.Option(None, help="also write the results as JSON"),
     history: str = typer.Option(None, help="full, window or window:K (default: the env's own)"),
     max_context_tokens: int = typer.Option(None, help="context budget (default: the model's context length)"),
+    samples: int = typer.Option(1, help="samples per task; > 1 also reports maj@n (TTRL: 16 at temperature 0.6)"),
+    pass_k: str = typer.Option("1", help="comma list of k for pass@k (k <= samples), e.g. 1,4,16"),
 ) -> None:
-    """Success and reward per difficulty on test-split seeds, as a table."""
+    """Success and reward per difficulty on test-split seeds, as a table; pass@k, maj@n and tool
+    productivity (envs that count tool calls) below it."""
     policy: Any = ScriptedPolicy.for_env(env_id) if scripted else load_policy(model, 0)
     given = {"n_eval": n_eval, "seed": seed, "split": split, "temperature": temperature, "max_new_tokens": max_new_tokens}
     settings = eval_settings(None if scripted else model, env_id, given, env_kwargs)
+    try:
+        ks = [int(k) for k in pass_k.split(",") if k.strip()]
+    except ValueError as e:
+        raise typer.BadParameter(f"--pass-k takes a comma list of integers like 1,4,16, got {pass_k!r}") from e
+    if samples < 1 or any(not 0 < k <= samples for k in ks):
+        raise typer.BadParameter(f"need --samples >= 1 and every --pass-k in 1..samples; got samples={samples}, k={ks}")
     res = evaluate(policy, env_id, **settings, categories=_difficulties(env_id, difficulties),
-                   history=history, max_context_tokens=max_context_tokens)  # fmt: skip
-    Console().print(format_table([(model if not scripted else "scripted", res)], title=f"{env_id} — held-out"))
+                   history=history, max_context_tokens=max_context_tokens, samples=samples, pass_k=ks)  # fmt: skip
+    console = Console()
+    console.print(format_table([(model if not scripted else "scripted", res)], title=f"{env_id} — held-out"))
+    if res.metrics:
+        console.print("  ".join(f"{k} {v:.3f}" for k, v in res.metrics.items()))
     if json_out is not None:
         json_out.write_text(json.dumps(res.to_dict(), indent=2))

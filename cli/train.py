@@ -1,4 +1,4 @@
-"""`creditgym train ENV_ID --trainer grpo|ppo|sft [--model M] [--save DIR] [CONFIG FLAGS]`.
+"""`creditgym train ENV_ID --trainer grpo|ppo|sft|digirl|digiq [--model M] [--save DIR] [CONFIG FLAGS]`.
 
 The config flags are the fields of the trainer's Config dataclass, parsed by tyro (as CleanRL's
 scripts do): `--field-name VALUE` or `--field-name=VALUE`, `--flag` / `--no-flag` for booleans, JSON for
@@ -19,10 +19,21 @@ import typer
 import tyro
 from tyro.constructors import ConstructorRegistry, PrimitiveConstructorSpec, PrimitiveTypeInfo
 
-from creditgym.agents.offline import expert_episodes
+from creditgym.agents.offline import collect_offline, expert_episodes
 from creditgym.cli.eval import EVAL_DEFAULTS, load_policy
 from creditgym.cli.options import env_source
-from creditgym.trainers import GRPOConfig, GRPOTrainer, PPOConfig, PPOTrainer, SFTConfig, SFTTrainer
+from creditgym.trainers import (
+    DigiQConfig,
+    DigiQTrainer,
+    DigiRLConfig,
+    DigiRLTrainer,
+    GRPOConfig,
+    GRPOTrainer,
+    PPOConfig,
+    PPOTrainer,
+    SFTConfig,
+    SFTTrainer,
+)  # fmt: skip
 from creditgym.trainers.evaluate import save_eval_config
 from creditgym.viewer import write_report
 
@@ -32,6 +43,8 @@ TRAINERS: dict[str, tuple[Any, Any]] = {
     "grpo": (GRPOTrainer, GRPOConfig),
     "ppo": (PPOTrainer, PPOConfig),
     "sft": (SFTTrainer, SFTConfig),
+    "digirl": (DigiRLTrainer, DigiRLConfig),
+    "digiq": (DigiQTrainer, DigiQConfig),
 }
 
 CONFIG_FLAGS = ConstructorRegistry()
@@ -79,7 +92,7 @@ app = typer.Typer()
 def train(
     ctx: typer.Context,
     env_id: str = typer.Argument(None, help="env id (or FILE.py:ID / module:ID)", callback=env_source),
-    trainer: str = typer.Option("grpo", help="grpo, ppo or sft"),
+    trainer: str = typer.Option("grpo", help="grpo, ppo, sft, digirl or digiq"),
     model: str = typer.Option("tiny", help="'tiny', a local HF model folder, or a pretrained name"),
     seed: int = typer.Option(0, help="model seed (tiny)"),
     save: Path = typer.Option(None, help="save the trained model here"),
@@ -96,7 +109,7 @@ def train(
     if env_id is None:
         raise typer.BadParameter("train needs an ENV_ID")
     cfg = config_from_flags(cfg_cls, list(ctx.args), prog)
-    if report is not None and (trainer == "sft" or cfg.out_dir is None):
+    if report is not None and (trainer not in ("grpo", "ppo") or cfg.out_dir is None):
         raise typer.BadParameter("--report needs --trainer grpo or ppo and --out-dir DIR (the report reads DIR/episodes.jsonl)")
     policy = load_policy(model, seed)
     if trainer == "sft":
@@ -104,6 +117,9 @@ def train(
         if cfg.rft_n <= 0:  # plain SFT on the scripted expert; RFT samples its own episodes from env_id
             episodes = expert_episodes(env_id, 64, seed=cfg.seed, tokenizer=policy.tokenizer, env_kwargs=cfg.env_kwargs)
         summary = trainer_cls(policy, cfg, episodes=episodes, env_id=env_id).train()
+    elif trainer in ("digirl", "digiq"):  # offline data: expert, noisy expert and random episodes (METHODS.md 6-7)
+        offline = collect_offline(env_id, tokenizer=policy.tokenizer, env_kwargs=cfg.env_kwargs, seed=cfg.seed)
+        summary = trainer_cls(policy, env_id, cfg, episodes=offline).train()
     else:
         summary = trainer_cls(policy, env_id, cfg).train()
     typer.echo(json.dumps(summary, indent=1))

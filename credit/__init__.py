@@ -10,7 +10,7 @@ references each family module keeps beside its vectorised code. `describe(adv, b
 short text report.
 """
 
-from creditgym.credit import gae, gigpo, infogain, outcome, pvd, segment, tree, turn  # noqa: F401  (registers the built-ins)
+from creditgym.credit import digirl, gae, gigpo, infogain, outcome, pvd, segment, tree, turn  # noqa: F401  (registers the built-ins)
 from creditgym.credit.advantages import Advantages, broadcast_to_tokens, make_advantages
 from creditgym.credit.describe import describe
 from creditgym.credit.registry import COLLECTION_KNOBS, ESTIMATORS, REFERENCES, compute, register_estimator

@@ -3,8 +3,10 @@
     python examples/train_search_grpo.py --estimator gigpo --steps 20
     python examples/train_search_grpo.py --dapo            # clip-higher 0.2/0.28 + dynamic sampling
     python examples/train_search_grpo.py --loss-agg seq-mean-token-sum-norm   # Dr. GRPO aggregation
+    python examples/train_search_grpo.py --otc-grpo        # OTC-GRPO: reward the fewest searches
 
-Prints held-out (test split) success before and after RL.
+Prints held-out (test split) success before and after RL, with searches per episode and tool
+productivity (correct answers per search).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class Args:
     n_eval: int = 64
     dapo: bool = False
     """clip-higher 0.2/0.28 and dynamic sampling"""
+    otc_grpo: bool = False
+    """OTC-GRPO reward transform (arXiv 2504.14870): a correct answer earns most with its group's fewest searches"""
     loss_agg: str = "token-mean"
     kl_coef: float = 0.0
     hidden: int = 128
@@ -61,13 +65,14 @@ def main(argv: list[str] | None = None) -> dict:
     rl = GRPOConfig(
         estimator=args.estimator, steps=args.steps, num_groups=args.groups, group_size=args.group_size,
         lr=5e-4, max_new_tokens=48, loss_agg=args.loss_agg, kl_coef=args.kl_coef, env_kwargs=env_kwargs,
-        seed=args.seed, out_dir=args.out,
+        seed=args.seed, out_dir=args.out, reward_transforms=["otc_grpo"] if args.otc_grpo else [],
         loss_norm_const=6 * 48 if args.loss_agg == "seq-mean-token-sum-norm" else None,
         **({"clip_eps_low": 0.2, "clip_eps_high": 0.28, "dynamic_sampling": True, "allow_short_batch": True} if args.dapo else {}),
     )  # fmt: skip
     summary = GRPOTrainer(policy, args.env, rl).train()
     after = evaluate(policy, args.env, n_eval=args.n_eval, env_kwargs=env_kwargs, max_new_tokens=48)
-    return {"before": before.success, "after": after.success, "train": summary}
+    return {"before": before.success, "after": after.success, "train": summary,
+            "tools": {"before": before.metrics, "after": after.metrics}}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,7 +1,12 @@
 """Held-out evaluation: success and reward on test-split seeds, overall and per category.
 
 The same `(env_id, split, n_eval, seed)` always plays the same tasks (the Collector derives each
-group's seed from `seed`), so before/after comparisons are paired.
+group's seed from `seed`), so before/after comparisons are paired. With `samples=n > 1` each task is
+played n times and the result also holds pass@1, pass@k (the unbiased estimator of Chen et al.,
+"Evaluating Large Language Models Trained on Code", arXiv 2107.03374) and maj@n (the share of tasks
+whose majority `<answer>` is correct; TTRL, arXiv 2504.16084). Envs that count tool calls (Search's
+`n_search`, Tools' `n_calls`) also get `tool_calls` per episode and `tool_productivity`, correct
+answers per tool call (OTC, arXiv 2504.14870).
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from typing import Any
 
 from creditgym.agents.base import Policy, Sampling
 from creditgym.agents.rollout import Collector
+from creditgym.trainers.rewards import extract_answer, majority_vote, tool_metrics
 from creditgym.trajectory import Episode, TaskSpec, episode_success
 
-__all__ = ["EVAL_CONFIG", "EvalResult", "evaluate", "format_table", "load_eval_config", "save_eval_config"]
+__all__ = ["EVAL_CONFIG", "EvalResult", "evaluate", "format_table", "load_eval_config", "maj_at_n", "pass_at_k",
+           "sample_metrics", "save_eval_config"]  # fmt: skip
 
 EVAL_CONFIG = "eval_config.json"
 """File beside a saved model: the evaluation it was measured with, `creditgym eval`'s defaults for it."""
@@ -26,7 +33,8 @@ EVAL_KEYS = ("n_eval", "seed", "split", "temperature", "max_new_tokens")
 
 @dataclass(frozen=True)
 class EvalResult:
-    """`success` / `reward` are means over `n` episodes; `by_category` holds the same per category."""
+    """`success` / `reward` are means over `n` episodes; `by_category` holds the same per category;
+    `metrics` the sample metrics over all tasks (pass@k, maj@n with `samples > 1`; tool productivity)."""
 
     success: float
     reward: float
@@ -34,10 +42,11 @@ class EvalResult:
     split: str
     by_category: dict[str, dict[str, float]] = field(default_factory=dict)
     episodes: tuple[Episode, ...] = ()
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"success": self.success, "reward": self.reward, "n": self.n, "split": self.split,
-                "by_category": self.by_category}  # fmt: skip
+                "by_category": self.by_category, "metrics": self.metrics}  # fmt: skip
 
 
 def save_eval_config(
@@ -77,6 +86,39 @@ def _stderr(p: float, n: int) -> float:
     return math.sqrt(max(p * (1 - p), 0.0) / n) if n else 0.0
 
 
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct (arXiv 2107.03374): 1 - C(n-c, k) / C(n, k)."""
+    if not 0 < k <= n or not 0 <= c <= n:
+        raise ValueError(f"pass@k needs 0 < k <= n and 0 <= c <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def maj_at_n(group: Sequence[Episode]) -> float:
+    """1.0 when the group's majority answer (`<answer>` blocks, normalised; ties to the first seen) is
+    correct: an episode giving that answer succeeded. 0.0 with no answer at all."""
+    answers = [extract_answer(e) for e in group]
+    label, _ = majority_vote(answers)
+    if label is None:
+        return 0.0
+    return float(any(episode_success(e) >= 1.0 for e, a in zip(group, answers) if a == label))
+
+
+def sample_metrics(groups: Sequence[Sequence[Episode]], ks: Sequence[int] = (1,)) -> dict[str, float]:
+    """Means over tasks (one group of n samples each) of pass@k for each k <= n, and maj@n when n > 1."""
+    out: dict[str, float] = {}
+    if not groups:
+        return out
+    n = min(len(g) for g in groups)
+    for k in sorted({1, *ks}):
+        if k <= n:
+            out[f"pass@{k}"] = sum(pass_at_k(len(g), sum(episode_success(e) >= 1.0 for e in g), k) for g in groups) / len(groups)
+    if n > 1:
+        out[f"maj@{n}"] = sum(maj_at_n(g) for g in groups) / len(groups)
+    return out
+
+
 def evaluate(
     policy: Policy,
     env_id: str,
@@ -89,6 +131,8 @@ def evaluate(
     categories: Mapping[str, Mapping[str, Any]] | None = None,
     max_context_tokens: int | None = None,
     history: Any = None,
+    samples: int = 1,
+    pass_k: Sequence[int] = (1,),
 ) -> EvalResult:
     """Play `n_eval` episodes per category (one per test-split seed) and report success and reward.
 
@@ -96,11 +140,15 @@ def evaluate(
     env as configured under the label "all". `temperature=0` evaluates greedily. `max_context_tokens`
     and `history` are the Collector's (None: the policy's context length; the env's history).
     Sampling is seeded from `seed`, so a saved model reproduces its number (`save_eval_config`).
+    `samples` plays each task that many times (TTRL's evaluation: 16 at temperature 0.6) and adds
+    pass@k for each k in `pass_k` (k <= samples) and maj@samples to `metrics`.
     """
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
     kwargs = {**dict(env_kwargs or {}), "split": split}
     cats: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (categories or {"all": {}}).items()}
     col = Collector(
-        policy, env_id, group_size=1, env_kwargs=kwargs,
+        policy, env_id, group_size=samples, env_kwargs=kwargs,
         sampling=Sampling(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed),
         max_context_tokens=max_context_tokens, history=history,
     )  # fmt: skip
@@ -117,6 +165,10 @@ def evaluate(
     finally:
         col.close()
     n = len(episodes)
+    groups: dict[str, list[Episode]] = {}
+    for e in episodes:
+        groups.setdefault(e.group_id, []).append(e)
+    metrics = {**sample_metrics(list(groups.values()), pass_k), **tool_metrics(episodes)}
     return EvalResult(
         success=sum(episode_success(e) for e in episodes) / max(n, 1),
         reward=sum(e.total_reward for e in episodes) / max(n, 1),
@@ -124,6 +176,7 @@ def evaluate(
         split=split,
         by_category=by_cat,
         episodes=tuple(episodes),
+        metrics=metrics,
     )
 
 

@@ -9,9 +9,10 @@ METHODS.md section 1 (PPO/DAPO clipping, Dr. GRPO aggregation, KL, entropy, TIS)
     summary = trainer.train()
 
 One step (`_step`) reads top to bottom: collect (with the probes, greedy runs and branches the
-estimator's `needs` ask for; DAPO dynamic sampling) -> drop poisoned groups -> credit (pack, DAPO
-overlong shaping, KL in the reward, Monte-Carlo or critic values, `credit.compute`) ->
-`policy_update` (update.py, a function of explicit inputs) -> critic fit (PPO) -> sync the generator
+estimator's `needs` ask for) -> reward transforms (rewards.py: TTRL, OTC-GRPO; state checkpointed)
+-> DAPO dynamic sampling on the transformed rewards -> drop poisoned groups -> credit (pack, DAPO
+overlong shaping, KL in the reward, Monte-Carlo or critic values, `credit.compute`) -> task-sampler
+update with the advantages (curriculum.py: SEC) -> `policy_update` (update.py, a function of explicit inputs) -> critic fit (PPO) -> sync the generator
 -> log. Self-play trains one learner per role (`policies={role: policy}`); each role's episodes
 update only that role's policy. PPOTrainer (ppo.py) is this loop with a `Critic` per role.
 """
@@ -35,17 +36,26 @@ from creditgym.agents.rollout import Collector, derive_seed
 from creditgym.batch import CreditBatch
 from creditgym.credit import ESTIMATORS, Advantages, compute
 from creditgym.credit.registry import check_branches_spec, knob_default, trains_on_branches
+from creditgym.registry import difficulty_presets
 from creditgym.store import RolloutStore
-from creditgym.trainers import losses
-from creditgym.trainers.curriculum import TaskSampler, UniformSampler
+from creditgym.trainers import flowrl, losses
+from creditgym.trainers.curriculum import CURRICULA, TaskSampler, UniformSampler
 from creditgym.trainers.logprobs import row_logprobs
 from creditgym.trainers.loop import TrainerLoop, check_finite_config
+from creditgym.trainers.rewards import (
+    RewardTransform,
+    apply_reward_transforms,
+    build_reward_transforms,
+    tool_metrics,
+)
 from creditgym.trainers.run_log import StageTimer
 from creditgym.trainers.schedule import Learner, build_optimizer
+from creditgym.trainers.selfplay import OpponentPools
 from creditgym.trainers.update import policy_update
 from creditgym.trajectory import (
     MC_ROLLOUT,
     Episode,
+    TaskSpec,
     episode_metrics,
     episode_success,
     excluded,
@@ -78,6 +88,17 @@ class RLConfig:
     """Override the estimator's collection needs, e.g. `{"branches": {"at": "every_turn", "n": 2}}`."""
     outcome_key: str | None = None
     """`Episode.outcome` entry packed as `outcome_B` (default: the estimator's need, else the return)."""
+    reward_transforms: list[str] = field(default_factory=list)
+    """Registered reward transforms (`creditgym.trainers.rewards.REWARD_TRANSFORMS`: "ttrl", "otc_grpo",
+    ...) applied in order to each collected round before dynamic sampling and credit."""
+    reward_transform_cfg: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Knobs per transform name, e.g. `{"otc_grpo": {"c": 1.0}}`."""
+    curriculum: str = "uniform"
+    """Task sampler over `categories` when none is passed: "uniform" or "sec" (SEC, arXiv 2505.14970)."""
+    categories: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Task categories: name -> env kwargs, e.g. `{"hops=1": {"hops": [1, 1]}}` (empty: the env's own tasks)."""
+    curriculum_cfg: dict[str, Any] = field(default_factory=dict)
+    """Knobs of the curriculum sampler, e.g. `{"alpha": 0.5, "tau": 1.0}` for SEC."""
     # --------------------------------------------------------------- collection
     steps: int = 20
     """Collect-credit-update rounds."""
@@ -163,6 +184,12 @@ class RLConfig:
     """"turn" or "episode"."""
     overlong_filter: bool = False
     """Mask out episodes with a turn cut by the token cap."""
+    # --------------------------------------------------------------- self-play opponent pools
+    opponent_pool_every: int = 0
+    """Freeze each trained role into its opponent pool every N updates (0 = off; trainers/selfplay.py):
+    two trained roles play snapshots of each other, one role an env opponent named "pool"."""
+    opponent_pool_latest_prob: float = 0.5
+    """Probability of drawing a pool's latest snapshot (else uniform over the pool; ENVS.md section 6)."""
     # --------------------------------------------------------------- LoRA, run bookkeeping
     lora: bool = False
     """Wrap the model in a peft LoRA adapter; the KL reference is the base model with adapters off."""
@@ -193,7 +220,15 @@ class GRPOConfig(RLConfig):
     bookkeeping), with GRPO's defaults: estimator "grpo", one epoch (strictly on-policy)."""
 
     objective: str = "pg"
-    """"pg" (clipped policy gradient). FlowRL's objective comes with a later issue."""
+    """"pg" (clipped policy gradient) or "flowrl" (FlowRL's flow balance, arXiv 2509.15207; trainers/flowrl.py)."""
+    flowrl_beta: float = 15.0
+    """FlowRL reward scale beta (paper: 15)."""
+    flowrl_is_eps: float = 0.2
+    """FlowRL importance-weight clip: w in [1 - eps, 1 + eps] (paper: 0.2)."""
+    flowrl_is_clip: str = "paper"
+    """"paper" (clip to 1 +- eps), "max10" (an older release: upper clamp 10) or "none"."""
+    logz_layers: int = 3
+    """Linear layers of FlowRL's log-partition head on the prompt's last hidden states (release: 3)."""
 
 
 def estimator_needs(cfg: RLConfig) -> dict[str, Any]:
@@ -210,6 +245,35 @@ def add_turn_rewards(batch: CreditBatch, delta_BK: torch.Tensor) -> CreditBatch:
     if batch.meta.get("outcome_key") is None:
         changes["outcome_B"] = batch.outcome_B + delta_BK.sum(1).to(batch.outcome_B.dtype)
     return dataclasses.replace(batch, **changes)
+
+
+def build_task_sampler(cfg: RLConfig, env_id: str | None = None) -> TaskSampler:
+    """The config's curriculum (`CURRICULA[cfg.curriculum]`) over `cfg.categories`; a curriculum other
+    than uniform without categories runs over the env's difficulty presets (`difficulty_presets`)."""
+    if cfg.curriculum not in CURRICULA:
+        raise ValueError(f"unknown curriculum {cfg.curriculum!r}; choose one of {sorted(CURRICULA)}")
+    if cfg.curriculum == "uniform":
+        if cfg.curriculum_cfg:
+            raise ValueError(f"the uniform curriculum takes no knobs; drop curriculum_cfg={cfg.curriculum_cfg}")
+        return UniformSampler(dict(cfg.categories))
+    categories = dict(cfg.categories)
+    if not categories and env_id is not None:
+        try:
+            categories = difficulty_presets(env_id)
+        except ValueError:
+            categories = {}
+    if not categories:
+        raise ValueError(f"curriculum {cfg.curriculum!r} needs categories (the env {env_id!r} has no difficulty presets), "
+                         "e.g. categories={'hops=1': {'hops': [1, 1]}, 'hops=2': {'hops': [2, 2]}}")  # fmt: skip
+    sampler: TaskSampler = CURRICULA[cfg.curriculum](categories, **cfg.curriculum_cfg)
+    return sampler
+
+
+def turn_advantages(batch: CreditBatch, adv: Advantages) -> dict[str, torch.Tensor]:
+    """Episode id -> the advantages of its turns (`adv.turn_BK` over the valid turns)."""
+    turn_BK = adv.turn_BK.detach().cpu()
+    mask_BK = batch.turn_mask_BK.detach().cpu().bool()
+    return {eid: turn_BK[b][mask_BK[b]] for b, eid in enumerate(batch.episode_ids)}
 
 
 def frozen_copy(policy: TrainablePolicy) -> TrainablePolicy:
@@ -239,11 +303,15 @@ class GRPOTrainer(TrainerLoop):
         generator: WeightSyncedGenerator | None = None,
         task_sampler: TaskSampler | None = None,
         collector: Collector | None = None,
+        reward_transforms: Sequence[RewardTransform] = (),
     ):
         cfg = config if config is not None else GRPOConfig()
         name = type(self).__name__
-        if isinstance(cfg, GRPOConfig) and cfg.objective != "pg":
-            raise ValueError(f"objective {cfg.objective!r} is not available yet; use objective='pg'")
+        if isinstance(cfg, GRPOConfig) and cfg.objective not in ("pg", "flowrl"):
+            raise ValueError(f"unknown objective {cfg.objective!r}; use 'pg' or 'flowrl'")
+        flow_on = isinstance(cfg, GRPOConfig) and cfg.objective == "flowrl"
+        if flow_on:
+            flowrl.check_config(cfg)
         if policy is None and not policies:
             raise ValueError(f"{name} needs a policy (or policies={{role: policy}} for self-play)")
         if env_id is None and collector is None:
@@ -258,7 +326,12 @@ class GRPOTrainer(TrainerLoop):
         self.env_id = env_id
         self.env_kwargs = {**cfg.env_kwargs, **dict(env_kwargs or {})}
         self.generator = generator
-        self.task_sampler: TaskSampler = task_sampler if task_sampler is not None else UniformSampler()
+        self.task_sampler: TaskSampler = task_sampler if task_sampler is not None else build_task_sampler(cfg, env_id)
+        # reward transforms (TTRL, OTC-GRPO, ...): the config's by name, then the objects passed in
+        self.reward_transforms = build_reward_transforms(cfg.reward_transforms, cfg.reward_transform_cfg)
+        self.reward_transforms += [(str(getattr(t, "name", None) or getattr(t, "__name__", type(t).__name__)), t)
+                                   for t in reward_transforms]  # fmt: skip
+        self.reward_states: list[dict[str, Any]] = [{} for _ in self.reward_transforms]
         self.needs = estimator_needs(cfg)
         self._check_config(cfg)
         spec = self.needs.get("branches")
@@ -272,17 +345,29 @@ class GRPOTrainer(TrainerLoop):
                     p.add_lora(r=cfg.lora_r, alpha=cfg.lora_alpha)
         planned = cfg.steps * cfg.ppo_epochs * cfg.mini_batches
         betas = (float(cfg.adam_betas[0]), float(cfg.adam_betas[1]))
+        # FlowRL: one logZ head per role, beside the policy (optimised and checkpointed with it, never synced)
+        self.logz_heads: dict[str, flowrl.LogZHead] = {}
+        if isinstance(cfg, GRPOConfig) and flow_on:
+            for r, p in self.policies.items():
+                head = flowrl.LogZHead(p.hidden_size, cfg.logz_layers, seed=cfg.seed)
+                self.logz_heads[r] = head.to(next(p.model.parameters()).device)
         learners = {
-            role: Learner(p, *build_optimizer(p.model, cfg.lr, cfg.weight_decay, cfg.warmup_steps, betas,
+            role: Learner(p, *build_optimizer(flowrl.with_head(p.model, self.logz_heads.get(role)), cfg.lr,
+                                              cfg.weight_decay, cfg.warmup_steps, betas,
                                               schedule=cfg.lr_schedule, total_steps=planned, min_lr_ratio=cfg.min_lr_ratio))
             for role, p in self.policies.items()
         }  # fmt: skip
         # the KL reference: with LoRA the policy itself with adapters off (`reference()`), else a frozen copy
-        self._refs = {r: frozen_copy(p) for r, p in self.policies.items() if cfg.kl_coef > 0 and not p.has_adapter}
+        self._refs = {r: frozen_copy(p) for r, p in self.policies.items() if (cfg.kl_coef > 0 or flow_on) and not p.has_adapter}
         self.critics: dict[str, Critic] = {r: self.critic_cls(p, cfg) for r, p in self.policies.items()} if self.critic_cls else {}
         self.rng = np.random.default_rng(cfg.seed)
         self.collect_calls = 0
         self.timer = StageTimer()
+        self.pools = (OpponentPools(self.policies, cfg.opponent_pool_every, cfg.opponent_pool_latest_prob, self.env_kwargs,
+                                    Sampling(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens), seed=cfg.seed)
+                      if cfg.opponent_pool_every else None)  # fmt: skip
+        if self.pools is not None:
+            self.env_kwargs = self.pools.env_kwargs(self.env_kwargs)  # a single-role "pool" opponent
         self.collector = collector if collector is not None else self._build_collector(cfg)
         self._setup_loop(learners, cfg, cfg.steps)
         self.maybe_resume()
@@ -306,6 +391,9 @@ class GRPOTrainer(TrainerLoop):
             raise ValueError(f"unknown loss_agg {cfg.loss_agg!r}; choose one of {losses.AGG_MODES}")
         if cfg.dynamic_sampling_metric not in ("return", "success"):
             raise ValueError("dynamic_sampling_metric must be 'return' or 'success'")
+        if "ttrl" in cfg.reward_transforms and (cfg.dynamic_sampling_metric == "success" or cfg.outcome_key):
+            raise ValueError("ttrl trains without labels, but dynamic_sampling_metric='success' and outcome_key read "
+                             "the env's gold-scored outcome: use dynamic_sampling_metric='return' and no outcome_key")  # fmt: skip
         if cfg.overlong_scope not in ("turn", "episode"):
             raise ValueError("overlong_scope must be 'turn' or 'episode'")
 
@@ -334,42 +422,72 @@ class GRPOTrainer(TrainerLoop):
             "collect_calls": self.collect_calls,
             "collector": self.collector.state_dict(),
             "critics": {role: critic.state_dict() for role, critic in self.critics.items()},
+            "logz_heads": {role: head.checkpoint() for role, head in self.logz_heads.items()},
+            "reward_transforms": copy.deepcopy(self.reward_states),
+            "task_sampler": self.task_sampler.state_dict() if hasattr(self.task_sampler, "state_dict") else None,
+            "opponent_pools": self.pools.state_dict() if self.pools is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
         self.collect_calls = int(state["collect_calls"])
         self.collector.load_state_dict(state["collector"])
+        if self.pools is not None:
+            self.pools.load_state_dict(state["opponent_pools"])
         for role, critic_state in state.get("critics", {}).items():
             self.critics[role].load_state_dict(critic_state)
+        for role, head_state in state.get("logz_heads", {}).items():
+            self.logz_heads[role].restore(head_state)
+        if "reward_transforms" in state:
+            if len(state["reward_transforms"]) != len(self.reward_transforms):
+                raise ValueError(f"the checkpoint holds {len(state['reward_transforms'])} reward-transform states for "
+                                 f"{len(self.reward_transforms)} transforms; resume with the run's reward_transforms")  # fmt: skip
+            self.reward_states = copy.deepcopy(list(state["reward_transforms"]))
+        if state.get("task_sampler") is not None:
+            self.task_sampler.load_state_dict(state["task_sampler"])  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ collect
-    def _collect_round(self) -> list[Episode]:
+    def _collect_round(self) -> tuple[list[TaskSpec], list[Episode], dict[str, float]]:
+        """One generation round: the sampled specs, their episodes (reward transforms applied) and the
+        transforms' metrics."""
         cfg = self.config
         specs = self.task_sampler.sample(cfg.num_groups, self.rng)
         seed = derive_seed(cfg.seed, self.collect_calls)
         self.collect_calls += 1
         self.collector.set_env_attr("training_step", self.step_idx)  # env curricula (SimSearch's noise)
-        episodes = mark_excluded_groups(self.collector.collect(cfg.num_groups, seed=seed, tasks=specs))
+        if self.pools is not None:  # self-play: snapshot every N updates, play drawn opponents
+            episodes = mark_excluded_groups(self.pools.collect(self.collector, cfg.num_groups, seed, specs, self.step_idx))
+        else:
+            episodes = mark_excluded_groups(self.collector.collect(cfg.num_groups, seed=seed, tasks=specs))
         branches = self.needs.get("branches")
         if branches:
             rollouts = list(self.collector.branch_for([e for e in episodes if not excluded(e)], branches))
             if not self.train_on_branches:  # Monte-Carlo values only (vineppo, chain spo)
                 rollouts = [dataclasses.replace(e, meta={**e.meta, MC_ROLLOUT: True}) for e in rollouts]
             episodes = mark_excluded_groups([*episodes, *rollouts])
-        self.task_sampler.update(specs, [zero_advantage_view(e) if excluded(e) else e for e in episodes])
-        return episodes
+        metrics: dict[str, float] = {}
+        if self.reward_transforms:  # TTRL, OTC-GRPO, ...: on the live groups, before any filter reads rewards
+            shaped, self.reward_states, metrics = apply_reward_transforms(
+                self.reward_transforms, [e for e in episodes if not excluded(e)], self.reward_states
+            )
+            episodes = [*shaped, *(e for e in episodes if excluded(e))]  # a transform may drop episodes (TTRL)
+        return specs, episodes, metrics
 
-    def collect(self) -> tuple[list[Episode], dict[str, float]]:
-        """One round of episodes; with dynamic sampling, further rounds until `num_groups` groups
-        with unequal outcomes are kept (DAPO, arXiv 2503.14476)."""
+    def collect_rounds(self) -> tuple[list[Episode], list[tuple[list[TaskSpec], list[Episode]]], dict[str, float]]:
+        """(the episodes to train on, every round's specs and episodes, metrics): one round; with
+        dynamic sampling, further rounds until `num_groups` groups with unequal (transformed) outcomes
+        are kept (DAPO, arXiv 2503.14476)."""
         cfg = self.config
         if not cfg.dynamic_sampling:
-            return self._collect_round(), {}
+            specs, eps, metrics = self._collect_round()
+            return eps, [(specs, eps)], metrics
         kept: list[list[Episode]] = []
+        played: list[tuple[list[TaskSpec], list[Episode]]] = []
+        metrics = {}
         seen = rounds = 0
         while len(kept) < cfg.num_groups and rounds < cfg.dynamic_sampling_max_batches:
-            eps = self._collect_round()
+            specs, eps, metrics = self._collect_round()
+            played.append((specs, eps))
             rounds += 1
             groups: dict[tuple[str, str], list[Episode]] = {}
             for e in eps:
@@ -389,7 +507,33 @@ class GRPOTrainer(TrainerLoop):
                 "group had equal outcomes. Lower the difficulty, raise group_size, or set allow_short_batch=True"
             )
         kept = kept[: cfg.num_groups]
-        return [e for g in kept for e in g], {"ds/kept_frac": len(kept) / max(seen, 1), "ds/gen_rounds": float(rounds)}
+        metrics = {**metrics, "ds/kept_frac": len(kept) / max(seen, 1), "ds/gen_rounds": float(rounds)}
+        return [e for g in kept for e in g], played, metrics
+
+    def collect(self) -> tuple[list[Episode], dict[str, float]]:
+        """The episodes to train on and the collection metrics (`collect_rounds` without the rounds)."""
+        episodes, _, metrics = self.collect_rounds()
+        return episodes, metrics
+
+    def update_task_sampler(self, played: Sequence[tuple[list[TaskSpec], list[Episode]]],
+                            turn_adv: Mapping[str, torch.Tensor]) -> dict[str, float]:  # fmt: skip
+        """Tell the task sampler what each round's specs gave: every played episode (Monte-Carlo
+        rollouts aside) with its per-turn advantages, zeros for groups that were not trained (dropped
+        by dynamic sampling or for non-finite rewards; seen with zero rewards). Returns the share of
+        this step's groups per category and, for a sampler with `probs()` (SEC), its new distribution."""
+        specs_played = [s for specs, _ in played for s in specs]
+        for specs, eps in played:
+            shown = [zero_advantage_view(e) if excluded(e) else e for e in eps if not e.meta.get(MC_ROLLOUT)]
+            advantages = [turn_adv.get(e.episode_id, torch.zeros(e.num_turns)) for e in shown]
+            self.task_sampler.update(specs, shown, advantages)
+        cats = sorted({s.category for s in specs_played})
+        if cats == ["default"]:
+            return {}
+        out = {f"curriculum/share/{c}": sum(s.category == c for s in specs_played) / len(specs_played) for c in cats}
+        probs = getattr(self.task_sampler, "probs", None)
+        if callable(probs):
+            out.update({f"curriculum/p/{c}": float(p) for c, p in probs().items()})
+        return out
 
     # ------------------------------------------------------------------ credit
     def _episode_token_budget(self) -> int:
@@ -420,9 +564,16 @@ class GRPOTrainer(TrainerLoop):
                     mask_BT[b] = False
         return batch, mask_BT
 
+    def _flow(self, role: str) -> flowrl.FlowObjective | None:
+        """FlowRL's head and knobs for `role` (None under the clipped policy gradient)."""
+        if role not in self.logz_heads:
+            return None
+        cfg = self.config
+        return flowrl.FlowObjective(self.logz_heads[role], cfg.flowrl_beta, cfg.flowrl_is_eps, cfg.flowrl_is_clip)
+
     def _ref_logprobs(self, role: str, batch: CreditBatch, mask_BT: torch.Tensor) -> torch.Tensor | None:
         """The reference's logprobs on the trainable tokens `mask_BT` (0 elsewhere; nothing reads them)."""
-        if self.config.kl_coef <= 0:
+        if self.config.kl_coef <= 0 and not self.logz_heads:  # FlowRL's loss always reads the reference
             return None
         if role in self._refs:
             return row_logprobs(self._refs[role], batch, self.config.temperature, mask_BT)
@@ -456,19 +607,21 @@ class GRPOTrainer(TrainerLoop):
     # ------------------------------------------------------------------ one round
     def _step(self) -> dict[str, float]:
         cfg = self.config
-        with self.timer("rollout"):
-            episodes, metrics = self.collect()
+        with self.timer("rollout"):  # collect -> reward transforms -> dynamic sampling
+            episodes, played, metrics = self.collect_rounds()
         if self.store is not None:
             self.store.extend(episodes)
         trained, rollouts, dropped = split_for_training(episodes)
         metrics.update(episode_metrics(trained))
+        metrics.update(tool_metrics(trained))  # tool calls per episode, correct answers per call (OTC)
         metrics.update(dropped)
         if rollouts:
             metrics["mc_rollouts"] = float(len(rollouts))
         if not trained:
             metrics.update(self._skip("every group was dropped (non-finite rewards or generation errors)"))
         several = len(self.learners) > 1
-        for role, learner in self.learners.items():
+        credited: dict[str, tuple[CreditBatch, Advantages, torch.Tensor, torch.Tensor | None]] = {}
+        for role in self.learners:
             eps = [e for e in trained if e.role == role] if several else trained
             if not eps:
                 continue
@@ -484,11 +637,18 @@ class GRPOTrainer(TrainerLoop):
                 raise ValueError(
                     f"estimator {cfg.estimator!r} gives no clip_scale_BK; use a2tgpo or set per_turn_clip=False"
                 )
+            credited[role] = (batch, adv, mask_BT, ref_BT)
+        # curriculum (SEC): every played group with its advantages, zero for the groups not trained
+        metrics.update(self.update_task_sampler(played, {k: v for b, a, _, _ in credited.values()
+                                                         for k, v in turn_advantages(b, a).items()}))  # fmt: skip
+        for role, (batch, adv, mask_BT, ref_BT) in credited.items():
+            prefix = f"{role}/" if several else ""
             with self.timer("update"):
                 norm_const = cfg.loss_norm_const
                 if cfg.loss_agg == "seq-mean-token-sum-norm" and not norm_const:
                     norm_const = self._episode_token_budget()
-                out, skips = policy_update(learner, batch, adv, mask_BT, ref_BT, cfg, step=self.step_idx, norm_const=norm_const)
+                out, skips = policy_update(self.learners[role], batch, adv, mask_BT, ref_BT, cfg, step=self.step_idx,
+                                           norm_const=norm_const, flow=self._flow(role))  # fmt: skip
                 for why in skips:
                     out.update(self._skip(why))
             metrics.update({f"{prefix}{k}": v for k, v in out.items()})

@@ -26,7 +26,7 @@ import torch
 
 from creditgym.batch import CreditBatch
 from creditgym.credit import Advantages
-from creditgym.trainers import losses
+from creditgym.trainers import flowrl, losses
 from creditgym.trainers.logprobs import first_loss_position, forward_logprobs, micro_batches, row_lengths
 from creditgym.trainers.schedule import Learner, optimizer_step
 
@@ -48,13 +48,15 @@ def policy_update(
     *,
     step: int,
     norm_const: float | None,
+    flow: flowrl.FlowObjective | None = None,
 ) -> tuple[dict[str, float], list[str]]:
     """Run `ppo_epochs x mini_batches` optimizer steps of `learner` on one role's packed `batch`, its
     advantages, the trainable-token mask and (when KL is on) reference logprobs, all on the episode
     layout `[B, T]`, under `cfg` (`step` seeds the mini-batch shuffle; `norm_const` is Dr. GRPO's
     constant). Returns token-weighted metrics and the reasons of the optimizer steps it skipped (no
     trainable token, NaN/inf loss or gradient norm), whose gradients it has cleared; the caller
-    counts them."""
+    counts them. With `flow` (a role's logZ head and knobs) the loss is FlowRL's flow balance
+    (flowrl.py) on the same epochs, mini-batches and micro-batches."""
     policy = learner.policy
     # R rows (the sequences the policy saw), T row tokens
     ids_RT, attn_RT = batch.row_inputs()
@@ -62,6 +64,12 @@ def policy_update(
     adv_RT = batch.to_rows(adv.token_BT.to(torch.float32))
     ref_RT = batch.to_rows(ref_BT) if ref_BT is not None else None
     R = int(ids_RT.shape[0])
+    if flow is not None:  # FlowRL: each row's episode reward and prompt
+        if R != batch.B or (batch.row_turn_R is not None and bool((batch.row_turn_R >= 0).any())):
+            raise ValueError("objective='flowrl' scores whole episodes, but this batch has one row per turn (a per-turn "
+                             "history such as Device's window): collect with history='full'")  # fmt: skip
+        rhat_R = flowrl.episode_mean(adv_RT, mask_RT)
+        prompt_RT = flowrl.prompt_mask(batch.to_rows(batch.token_turn_BT, -1), attn_RT)
     learner.model.eval()  # dropout off: recomputed and training logprobs must agree (ratio 1 at start)
     on_policy = cfg.ppo_epochs == 1 and cfg.mini_batches == 1 and cfg.tis_cap is None
     old_RT = None if on_policy else policy.logprobs(ids_RT, attn_RT, cfg.temperature, mask_BT=mask_RT).cpu()
@@ -84,7 +92,7 @@ def policy_update(
     lengths = row_lengths(attn_RT)
     kl_in_loss = ref_RT is not None and not cfg.kl_in_reward
     informative_R = ((adv_RT != 0) & mask_RT).any(dim=1).tolist()
-    skip_zero = cfg.skip_zero_adv_rows and not kl_in_loss and cfg.entropy_coef == 0
+    skip_zero = cfg.skip_zero_adv_rows and not kl_in_loss and cfg.entropy_coef == 0 and flow is None
     if skip_zero:
         metrics["update/zero_adv_rows_frac"] = 1.0 - sum(informative_R) / max(R, 1)
     rng = np.random.default_rng([cfg.seed, step, 17])
@@ -96,6 +104,7 @@ def policy_update(
         for chunk in np.array_split(order, cfg.mini_batches):
             rows_mb = sorted(int(i) for i in chunk)
             denom = losses.aggregation_denom(mask_RT[rows_mb], cfg.loss_agg)
+            flow_denom = losses.aggregation_denom(mask_RT[rows_mb], "seq-mean-token-sum")  # FlowRL's |B+|
             if denom <= 0:
                 skips.append("mini-batch has no trainable token")
                 learner.optimizer.zero_grad(set_to_none=True)
@@ -111,18 +120,32 @@ def policy_update(
                 rows = [rows_fw[j] for j in micro]
                 T = max(lengths[i] for i in rows)
                 m = mask_RT[rows, :T]
-                logp, H = forward_logprobs(policy, ids_RT[rows, :T], attn_RT[rows, :T], cfg.temperature,
-                                           cfg.entropy_coef > 0, start=first_loss_position(m), mask_BT=m)  # fmt: skip
+                H = None
+                if flow is not None:  # one pass gives logp and the hidden states logZ reads
+                    logp, logz = flowrl.flowrl_forward(policy, flow.head, ids_RT[rows, :T], attn_RT[rows, :T], m,
+                                                       prompt_RT[rows, :T], cfg.temperature)  # fmt: skip
+                else:
+                    logp, H = forward_logprobs(policy, ids_RT[rows, :T], attn_RT[rows, :T], cfg.temperature,
+                                               cfg.entropy_coef > 0, start=first_loss_position(m), mask_BT=m)  # fmt: skip
                 dev = logp.device
                 m = m.to(dev)
                 old = old_RT[rows, :T].to(dev) if old_RT is not None else logp.detach()
-                pg, pm = losses.policy_loss(
-                    logp, old, adv_RT[rows, :T].to(dev), m,
-                    eps_low=eps_low, eps_high=eps_high, dual_clip_c=cfg.dual_clip_c,
-                    eps_scale_BT=eps_scale_RT[rows, :T].to(dev) if eps_scale_RT is not None else None,
-                    is_weight_BT=tis_RT[rows, :T].to(dev) if tis_RT is not None else None,
-                    agg=cfg.loss_agg, norm_const=norm_const, denom=denom,
-                )  # fmt: skip
+                if flow is not None:
+                    assert ref_RT is not None, "FlowRL needs reference logprobs"
+                    tis_R = flowrl.episode_mean(tis_RT[rows, :T].to(dev), m) if tis_RT is not None else None
+                    pg, pm = flowrl.flowrl_loss(
+                        logz, logp, old, ref_RT[rows, :T].to(dev), rhat_R[rows].to(dev), m,
+                        beta=flow.beta, is_eps=flow.is_eps, is_clip=flow.is_clip,
+                        weight_B=tis_R, denom=flow_denom,
+                    )  # fmt: skip
+                else:
+                    pg, pm = losses.policy_loss(
+                        logp, old, adv_RT[rows, :T].to(dev), m,
+                        eps_low=eps_low, eps_high=eps_high, dual_clip_c=cfg.dual_clip_c,
+                        eps_scale_BT=eps_scale_RT[rows, :T].to(dev) if eps_scale_RT is not None else None,
+                        is_weight_BT=tis_RT[rows, :T].to(dev) if tis_RT is not None else None,
+                        agg=cfg.loss_agg, norm_const=norm_const, denom=denom,
+                    )  # fmt: skip
                 loss = pg
                 part = {"pg_loss": float(pg.detach()), **pm}
                 if ref_RT is not None:

@@ -353,6 +353,7 @@ class RedTeamEnv(TextEnv):
         else:
             r = attack_reward(self.reward_scheme, self.success, self.best_partial, self.partial_credit, self.ida)
             if self.mode == "open_loop":
+                self.fmt = self.fmt if self.history else 0.0  # no plan was ever sent (every action invalid)
                 r = open_loop_reward(self.fmt, r)
         self.final_reward = r
         return r

@@ -73,6 +73,8 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("igpo", {"norm": "separate", "gamma": 0.9, "use_std": False}),
     ("siop", {}),
     ("siop", {"lam": 0.2, "gamma": 0.9, "gamma_phi": 0.95}),
+    ("digirl", {}),
+    ("digirl", {"lam": 0.8, "variant": "release"}),
 ]
 
 # ---------------------------------------------------------------- fixture F (CREDIT.md 1.7)

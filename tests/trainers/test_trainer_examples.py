@@ -89,3 +89,72 @@ def test_examples_have_a_docstring_and_main() -> None:
         text = (EXAMPLES / f"{name}.py").read_text()
         assert text.startswith('"""') and "def main(" in text and len(text.splitlines()) < 150, name
     assert os.path.isfile(EXAMPLES / "custom_env.py")
+
+
+def test_train_search_flowrl_smoke() -> None:
+    out = _run("train_search_flowrl", [*TINY, "--steps", "1", "--groups", "1", "--group-size", "2", "--expert-episodes", "4",
+                                       "--sft-epochs", "1", "--induction-steps", "2", "--n-eval", "2", "--samples", "2",
+                                       "--max-new-tokens", "8"])
+    assert set(out["rows"]) == {"start", "pg", "flowrl"}
+    assert all(_is_fraction(r["success"]) and 0 <= r["distinct_successes"] <= 2 for r in out["rows"].values())
+    text = (EXAMPLES / "train_search_flowrl.py").read_text()
+    assert text.startswith('"""') and "def main(" in text and len(text.splitlines()) < 150
+
+
+def test_train_search_ttrl_smoke() -> None:
+    out = _run("train_search_ttrl", [*TINY, "--steps", "1", "--groups", "1", "--votes", "4", "--train", "2",
+                                     "--expert-episodes", "4", "--sft-epochs", "1", "--n-eval", "2", "--eval-samples", "2",
+                                     "--max-new-tokens", "16"])  # fmt: skip
+    assert all(_is_fraction(out[k]["pass@1"]) and _is_fraction(out[k]["maj@2"]) for k in ("before", "after"))
+    assert len(out["majority_ratio"]) == 1 and out["train"]["steps"] == 1 and out["train"]["episodes"] == 2.0
+
+
+def test_curriculum_sec_smoke() -> None:
+    out = _run("curriculum_sec", [*TINY, "--steps", "1", "--groups", "2", "--group-size", "2", "--expert-episodes", "4",
+                                  "--sft-epochs", "1", "--n-eval", "1", "--max-new-tokens", "16"])  # fmt: skip
+    assert set(out["held_out_success"]) == {"start", "uniform", "sec"}
+    assert all(_is_fraction(v) for row in out["held_out_success"].values() for v in row.values())
+    assert len(out["sec_share_per_step"]) == 1 and sum(out["sec_share_per_step"][0].values()) == 1.0
+
+
+def test_train_search_grpo_otc_smoke() -> None:
+    out = _run("train_search_grpo", [*TINY, "--steps", "1", "--groups", "1", "--group-size", "2",
+                                     "--expert-episodes", "4", "--sft-epochs", "1", "--n-eval", "2", "--otc-grpo"])
+    assert "reward/otc_grpo/mean_r_tool" in out["train"] and "tool_productivity" in out["tools"]["after"]
+    assert out["tools"]["before"]["tool_calls"] >= 0.0
+
+
+@pytest.mark.slow  # ~30 s on 2 shared cores; run with -m slow
+def test_train_tools_ppo_otc_smoke() -> None:
+    out = _run("train_tools_ppo", [*TINY, "--steps", "1", "--groups", "1", "--group-size", "2", "--n-eval", "2",
+                                   "--max-new-tokens", "8", "--otc", "--otc-grpo"])  # fmt: skip
+    assert "reward/otc_grpo/mean_r_tool" in out["train"] and "tool_productivity" in out["tools"]["after"]
+
+
+DEVICE_TINY = [*TINY, "--max-turns", "2", "--warm-episodes", "1", "--warm-epochs", "1", "--bc-epochs", "1", "--n-expert", "1", "--n-noisy", "2",
+               "--n-random", "1", "--n-policy", "1", "--max-new-tokens", "6", "--n-eval", "1"]  # fmt: skip
+
+
+def test_device_digirl_smoke(tmp_path: Path) -> None:
+    out = _run("device_digirl", [*DEVICE_TINY, "--offline-iterations", "1", "--online-iterations", "1",
+                                 "--episodes-per-iteration", "1", "--actor-steps", "1", "--out", str(tmp_path)])  # fmt: skip
+    assert set(out["held_out_success"]) == {"warm_start", "filtered_bc", "digirl_offline", "digirl_online"}
+    assert all(_is_fraction(v) for v in out["held_out_success"].values()) and out["train"]["steps"] == 2
+    assert (tmp_path / "offline.jsonl").is_file() and (tmp_path / "offline.manifest.json").is_file()
+
+
+def test_device_digiq_smoke(tmp_path: Path) -> None:
+    out = _run("device_digiq", [*DEVICE_TINY, "--critic-epochs", "1", "--actor-steps", "1", "--n-candidates", "2",
+                                "--n-rank-episodes", "1", "--out", str(tmp_path)])  # fmt: skip
+    assert set(out["held_out_success"]) == {"warm_start", "filtered_bc", "digiq"}
+    assert all(_is_fraction(v) for v in out["held_out_success"].values())
+    assert _is_fraction(out["q_ranks_expert_above_random"])
+
+
+def test_redteam_sema_smoke() -> None:
+    out = _run("redteam_sema", [*TINY, "--warm-episodes", "4", "--warm-epochs", "1", "--n-generations", "2", "--goals", "1",
+                                "--steps", "1", "--groups", "1", "--group-size", "2", "--max-new-tokens", "8", "--n-eval", "1"])
+    for stage in ("warm_start", "after_self_tune", "after_rl"):
+        assert set(out[stage]) == {"L0", "L1", "L2", "L3", "L4"}
+        assert all(_is_fraction(float(v["success"])) and _is_fraction(float(v["format"])) for v in out[stage].values())
+    assert out["rl"]["rl/steps"] == 1.0

@@ -36,7 +36,7 @@ class RecordingSampler:
     def sample(self, n: int, rng: Any) -> list[TaskSpec]:
         return [TaskSpec("default", {}) for _ in range(n)]
 
-    def update(self, specs: Sequence[TaskSpec], episodes: Sequence[Episode]) -> None:
+    def update(self, specs: Sequence[TaskSpec], episodes: Sequence[Episode], advantages: Sequence[Any]) -> None:
         self.rounds.append(list(episodes))
 
 

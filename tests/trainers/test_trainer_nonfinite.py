@@ -38,7 +38,7 @@ class HalfNaNSampler:
     def sample(self, n: int, rng: Any) -> list[TaskSpec]:
         return [TaskSpec("nan" if g % 2 else "ok", {"nan_reward": bool(g % 2)}) for g in range(n)]
 
-    def update(self, specs: Sequence[TaskSpec], episodes: Sequence[Episode]) -> None:
+    def update(self, specs: Sequence[TaskSpec], episodes: Sequence[Episode], advantages: Sequence[Any]) -> None:
         self.seen.append((list(specs), list(episodes)))
 
 
