@@ -37,7 +37,7 @@ from creditgym.sources import import_env_source, json_object
 from creditgym.store import RolloutStore
 from creditgym.trajectory import Episode, excluded, mark_excluded_groups
 
-__all__ = ["AccuracyReport", "EstimatorRow", "TruthSummary", "main", "measure_accuracy", "measure_truth", "resolve_policy"]
+__all__ = ["AccuracyReport", "EstimatorRow", "TruthSummary", "main", "measure_accuracy", "measure_truth", "reannotate", "resolve_policy"]
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +243,93 @@ def _prefix_tokens(rollouts: Sequence[Episode]) -> int:
     return sum(len(t.action_ids) for e in rollouts for t in e.turns[: int(e.meta.get("branch_at", 0))])
 
 
+def _collect_truth(
+    collector: Collector, num_groups: int, seed: int, branches: int, gamma: float
+) -> tuple[list[Episode], TurnTruth, float, float]:
+    """Collect the base episodes and their truth: (base, truth, base seconds, truth seconds)."""
+    t0 = time.perf_counter()
+    base_all = mark_excluded_groups(collector.collect(num_groups, seed=seed))
+    base = [e for e in base_all if not excluded(e)]
+    if len(base) < len(base_all):
+        log.warning("accuracy: dropped %d base episodes of excluded groups", len(base_all) - len(base))
+    if not base:
+        raise RuntimeError("accuracy: every base group was excluded (non-finite rewards or generation errors)")
+    truncated = sum(bool(e.outcome.get("collector_truncated")) for e in base)
+    if truncated:
+        log.warning("accuracy: %d of %d base episodes ended collector_truncated (context budget)", truncated, len(base))
+    base_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    truth = measure_truth(collector, base, branches, gamma)
+    return base, truth, base_s, time.perf_counter() - t1
+
+
+def _ceiling(truth: TurnTruth, rank: bool) -> float:
+    """The noise ceiling; NaN for a loaded truth without its half-truths (files from before they were saved)."""
+    if np.isnan(truth.half1_N).any() or np.isnan(truth.half2_N).any():
+        return math.nan
+    return noise_ceiling(truth.half1_N, truth.half2_N, rank=rank)
+
+
+def reannotate(episodes: Sequence[Episode], env_id: str | Sequence[Any], env_kwargs: Mapping[str, Any] | None) -> list[Episode]:
+    """Replay each episode's actions (its seed and reset options) in a fresh env and copy the env's
+    `state_key` and `abstract_state` of every turn, and the final abstract state, onto the episode.
+    The determinism contract makes the replay exact; a reward that differs from the recorded one
+    means the env or its kwargs changed the dynamics, and raises."""
+    import gymnasium
+
+    if isinstance(env_id, str):
+        env = gymnasium.make(env_id, **dict(env_kwargs or {})).unwrapped
+    else:
+        make_env: Any = env_id[0]
+        env = make_env().unwrapped
+    out = []
+    try:
+        for ep in episodes:
+            _, info = env.reset(seed=ep.seed, options=dict(ep.meta.get("options") or {}) or None)
+            turns = []
+            for k, t in enumerate(ep.turns):
+                before = info
+                _, r, _, _, info = env.step(t.action_text)
+                if not math.isclose(float(r), float(t.reward), abs_tol=1e-9):
+                    raise ValueError(f"reannotate: episode {ep.episode_id} turn {k}: replay reward {r} != recorded "
+                                     f"{t.reward}; the env kwargs must keep the dynamics the truth was measured on")  # fmt: skip
+                keep = {"abstract_state": str(before.get("abstract_state", t.info.get("abstract_state", "")))}
+                turns.append(dataclasses.replace(t, state_key=str(before.get("state_key", t.state_key)), info={**t.info, **keep}))
+            meta = {**ep.meta, "final_abstract_state": str(info.get("abstract_state", ep.meta.get("final_abstract_state", "")))}
+            out.append(dataclasses.replace(ep, turns=tuple(turns) if isinstance(ep.turns, tuple) else turns, meta=meta))
+    finally:
+        env.close()
+    return out
+
+
+def _load_truth(
+    path: str, env_id: str | Sequence[Any], env_kwargs: Mapping[str, Any] | None
+) -> tuple[list[Episode], TurnTruth, float, float, int]:
+    """Base episodes and truth saved by `save_episodes` (their env annotations recomputed by
+    `reannotate`); the half-truths of older files are absent, so their noise ceiling is NaN."""
+    t0 = time.perf_counter()
+    saved = RolloutStore(path).read()
+    missing = [e.episode_id for e in saved if "mc_truth" not in e.meta]
+    if not saved or missing:
+        raise ValueError(f"{path}: {len(missing)} of {len(saved)} episodes carry no meta['mc_truth']; write the file "
+                         "with `creditgym bench accuracy ... --save-episodes FILE`")  # fmt: skip
+    base = reannotate(saved, env_id, env_kwargs)
+    cols: dict[str, list[float]] = {k: [] for k in ("adv", "se", "value", "half1", "half2")}
+    turn_N: list[int] = []
+    episode_N: list[int] = []
+    for b, ep in enumerate(base):
+        mc = ep.meta["mc_truth"]
+        n = ep.num_turns
+        for k in cols:
+            cols[k].extend(mc.get(k, [math.nan] * n))
+        turn_N.extend(range(n))
+        episode_N.extend([b] * n)
+    arr = {k: np.asarray(v, np.float64) for k, v in cols.items()}
+    truth = TurnTruth(arr["adv"], arr["se"], arr["value"], arr["half1"], arr["half2"],
+                      np.asarray(turn_N, np.int64), np.asarray(episode_N, np.int64))  # fmt: skip
+    return base, truth, time.perf_counter() - t0, 0.0, int(base[0].meta["mc_truth"].get("branches", 0))
+
+
 def measure_accuracy(
     env_id: str | Sequence[Any],
     policy: Any = "scripted",
@@ -258,6 +345,7 @@ def measure_accuracy(
     history: Any = None,
     max_context_tokens: int | None = None,
     save_episodes: str | None = None,
+    truth_from: str | None = None,
 ) -> AccuracyReport:
     """Measure every estimator in `estimators` (None: all of `creditgym.credit.ESTIMATORS`) against
     Monte-Carlo truth on `episodes` base episodes (rounded up to whole groups of `group_size`).
@@ -269,7 +357,11 @@ def measure_accuracy(
     `history` and `max_context_tokens` go to the Collector (None: the env's history, the policy's context).
     Estimators that need probes or a critic are listed as skipped with the reason. `save_episodes`:
     a RolloutStore path the base episodes are written to with their truth (`meta["mc_truth"]`, per turn
-    `adv`, `se`, `value`), which `creditgym view` shows beside each estimate.
+    `adv`, `se`, `value`, the two half-truths and `branches`), which `creditgym view` shows beside each
+    estimate. `truth_from`: such a file; its episodes and truth are reused instead of collected
+    (seconds instead of minutes), their env annotations (`abstract_state`, `state_key`) recomputed by
+    replaying each episode's actions in the env built from `env_id` and `env_kwargs`, so a new
+    abstraction or estimator is measured against the same truth (`reannotate`).
     """
     if branches < 2:
         raise ValueError(f"branches must be >= 2 (the truth's error and noise ceiling need two halves), got {branches}")
@@ -286,24 +378,16 @@ def measure_accuracy(
     collector = Collector(pol, env_id, group_size=group_size, env_kwargs=env_kwargs, greedy_baseline=greedy,
                           history=history, max_context_tokens=max_context_tokens)  # fmt: skip
     try:
-        t0 = time.perf_counter()
-        base_all = mark_excluded_groups(collector.collect(num_groups, seed=seed))
-        base = [e for e in base_all if not excluded(e)]
-        if len(base) < len(base_all):
-            log.warning("accuracy: dropped %d base episodes of excluded groups", len(base_all) - len(base))
-        if not base:
-            raise RuntimeError("accuracy: every base group was excluded (non-finite rewards or generation errors)")
-        truncated = sum(bool(e.outcome.get("collector_truncated")) for e in base)
-        if truncated:
-            log.warning("accuracy: %d of %d base episodes ended collector_truncated (context budget)", truncated, len(base))
-        base_s = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        truth = measure_truth(collector, base, branches, gamma)
-        truth_s = time.perf_counter() - t1
+        if truth_from:
+            base, truth, base_s, truth_s, branches = _load_truth(truth_from, env_id, env_kwargs)
+        else:
+            base, truth, base_s, truth_s = _collect_truth(collector, num_groups, seed, branches, gamma)
         if save_episodes:
             RolloutStore(save_episodes).extend(
                 dataclasses.replace(ep, meta={**ep.meta, "mc_truth": {
-                    k: getattr(truth, f"{k}_N")[truth.episode_N == b].tolist() for k in ("adv", "se", "value")}})
+                    "adv": truth.adv_N[truth.episode_N == b].tolist(), "se": truth.se_N[truth.episode_N == b].tolist(),
+                    "value": truth.value_N[truth.episode_N == b].tolist(), "half1": truth.half1_N[truth.episode_N == b].tolist(),
+                    "half2": truth.half2_N[truth.episode_N == b].tolist(), "branches": branches}})
                 for b, ep in enumerate(base)
             )  # fmt: skip
         rows = []
@@ -329,14 +413,14 @@ def measure_accuracy(
         mean_abs_adv=float(np.abs(truth.adv_N).mean()),
         mean_se=float(truth.se_N.mean()),
         frac_sure=float((np.abs(truth.adv_N) > 2 * truth.se_N).mean()),
-        ceiling_spearman=noise_ceiling(truth.half1_N, truth.half2_N, rank=True),
-        ceiling_pearson=noise_ceiling(truth.half1_N, truth.half2_N, rank=False),
-        episodes=len(truth.adv_N) * branches,
+        ceiling_spearman=_ceiling(truth, rank=True),
+        ceiling_pearson=_ceiling(truth, rank=False),
+        episodes=0 if truth_from else len(truth.adv_N) * branches,
         wall_s=truth_s,
     )
     config = {"episodes": episodes, "group_size": group_size, "branches": branches, "seed": seed, "gamma": gamma,
               "epsilon": epsilon if policy == "scripted" else None, "env_kwargs": dict(env_kwargs or {}),
-              "history": history, "max_context_tokens": max_context_tokens}  # fmt: skip
+              "history": history, "max_context_tokens": max_context_tokens, "truth_from": truth_from}  # fmt: skip
     return AccuracyReport(env_id=label_env, policy=label, config=config, truth=summary, rows=rows)
 
 
@@ -355,6 +439,7 @@ def main(
     history: str = typer.Option("", help="Collector history ('full', 'window', 'window:k'); default: the env's"),
     max_context_tokens: int = typer.Option(0, help="context token budget of the Collector (0: the policy's)"),
     save_episodes: str = typer.Option("", help="write the base episodes with their truth to this .jsonl (for `creditgym view`)"),
+    truth: str = typer.Option("", help="reuse the episodes and truth of a --save-episodes file (env annotations replayed)"),
 ) -> None:
     """Measure every credit estimator's turn advantages against Monte-Carlo truth (docs/accuracy.md)."""
     try:
@@ -366,6 +451,7 @@ def main(
         env_id, policy, episodes=episodes, group_size=group_size, branches=branches, estimators=names, seed=seed,
         env_kwargs=kwargs, gamma=gamma, epsilon=epsilon, history=history or None,
         max_context_tokens=max_context_tokens or None, save_episodes=save_episodes or None,
+        truth_from=truth or None,
     )  # fmt: skip
     typer.echo(report.table())
     if json_out:

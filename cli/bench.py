@@ -15,6 +15,7 @@ from typer.core import TyperCommand, TyperGroup
 BENCH_TARGETS: dict[str, str] = {
     "accuracy": "accuracy",
     "credit": "credit",
+    "frontier": "frontier",
     "head": "head",
     "reliability": "reliability",
     "rollout": "rollout",

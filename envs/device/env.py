@@ -19,6 +19,7 @@ import numpy as np
 from creditgym.envs.base import BackendError, Invalid, Outcome, Parsed, Task, TextEnv
 from creditgym.envs.device.actions import DeviceAction, parse_action
 from creditgym.envs.device.apps import Layout
+from creditgym.envs.device.expert import device_expert
 from creditgym.envs.device.phone import Phone
 from creditgym.envs.device.screen import SCREEN_H, SCREEN_W, UIElement, render_screen
 from creditgym.envs.device.state import APPS, DeviceState, clone
@@ -68,9 +69,21 @@ class DeviceEnv(TextEnv):
         app_packages: Mapping[str, str] | None = None,
         adb_timeout_s: float = 10.0,
         tasks_path: str | None = None,
+        abstraction: str = "planner",
         **kwargs: Any,
     ):
         super().__init__(max_turns=max_turns, invalid_penalty=invalid_penalty, split=split, **kwargs)
+        if abstraction not in ("subgoals", "planner"):
+            raise ValueError(f"abstraction must be 'subgoals' or 'planner' (docs/credit.md, pvd), got {abstraction!r}")
+        self.abstraction = abstraction
+        # the planner's private copy of this simulator is built from the same settings, lazily
+        self._planner_kwargs = dict(split=split, difficulty=difficulty, popup_prob=popup_prob, list_length=list_length,
+                                    distractor_elements=distractor_elements, shuffle_layout=shuffle_layout,
+                                    p_infeasible=p_infeasible, max_turns=max_turns, step_penalty=step_penalty,
+                                    invalid_penalty=invalid_penalty, progress_shaping=progress_shaping,
+                                    abstraction="subgoals", **kwargs)  # fmt: skip
+        self._planner: DeviceEnv | None = None
+        self._seen_obs: list[str] = []
         if backend not in ("sim", "adb"):
             raise ValueError(f"backend must be 'sim' or 'adb', got {backend!r}")
         if not 0.0 <= popup_prob <= 1.0 or not 0.0 <= p_infeasible <= 1.0:
@@ -325,17 +338,49 @@ class DeviceEnv(TextEnv):
         return f"device|{self.task.task_id}|{nav['app']}/{nav['screen']}|scroll={nav['scroll']}|popup={d['popup'] or '-'}|s={DeviceState.from_dict(d).digest()}"
 
     def _abstract_state(self) -> str:
-        """Progress, not text (`pvd`, docs/credit.md): which of the task's subgoals hold, the current
-        app/screen, whether a popup is open, and the turns left capped at 3 (the exact count splits a
-        15-turn budget into cells too small to pool; measured in docs/credit.md). The emulator
-        backend: app and turns left."""
+        """Progress, not text (`pvd`, docs/credit.md). `abstraction="planner"` (default; simulator):
+        the number of steps the noise-free scripted expert needs from here to succeed, found by
+        running it on a private copy of this simulator, or `fail` when it cannot succeed within the
+        turns left (`_planner_steps`; Device's rank correlation with the Monte-Carlo truth 0.37 ->
+        0.68, docs/accuracy.md). `abstraction="subgoals"`: which of the task's subgoals hold, the
+        current app/screen, whether a popup is open, and the turns left capped at 3. The emulator
+        backend (no copy to plan on): app and turns left."""
         assert self.task is not None
+        self._seen_obs = [*self._seen_obs[: self._turn], self._last_obs]
         left = min(self.max_turns - self.turn, 3)
         if self._phone is None:
             return f"device|{self._app}|left={left}"
+        if self.abstraction == "planner":
+            if self._done:
+                return "device|togo=end"
+            steps = self._planner_steps()
+            return f"device|togo={'fail' if steps is None else steps}"
         d = self._phone.data
         sub = "".join(str(int(c)) for c in subgoals(self.task, d))
         return f"device|sub={sub}|{d['nav']['app']}/{d['nav']['screen']}|popup={int(bool(d['popup']))}|left={left}"
+
+    def _planner_steps(self) -> int | None:
+        """Steps the scripted expert (no action noise) takes from the current state to a successful
+        `status`, on a copy of this simulator restored from `get_state()` and fed the observations
+        and actions so far (the expert reads values off earlier screens); None if it ends without
+        success (wrong answer, infeasible task, turn budget). A distance-to-goal heuristic for the
+        value (a potential in the sense of Ng et al. 1999), computed by the env; it costs simulator
+        steps (about 1 ms each), no policy episodes and no tokens."""
+        if self._planner is None:
+            self._planner = DeviceEnv(**self._planner_kwargs)
+        planner = self._planner
+        planner._restore(self.get_state(), self.task)
+        obs, acts = list(self._seen_obs), list(self._actions or [])
+        rng = np.random.default_rng(0)  # the expert is deterministic; its signature takes an rng
+        for steps in range(1, self.max_turns - self._turn + 1):
+            action = device_expert(_Seen(obs, acts), rng)
+            o, _, terminated, truncated, info = planner.step(action)
+            obs.append(o)
+            acts.append(action)
+            if terminated or truncated:
+                success = float(info.get("reward_components", {}).get("success", 0.0)) > 0
+                return steps if success else None
+        return None
 
     # ------------------------------------------------------------------ checker hooks
     def _valid_actions(self) -> list[str]:
@@ -373,6 +418,7 @@ class DeviceEnv(TextEnv):
                 "judged": dict(self._judged),
                 "turn": self._turn,
                 "rewards": list(self._rewards),
+                "seen_obs": list(self._seen_obs),
             }
         return state
 
@@ -382,7 +428,13 @@ class DeviceEnv(TextEnv):
         if snap is None or self._adb is not None:
             super().set_state(state)
             return
-        self._begin_episode(task_from_id(snap["task_id"]), state.get("seed"), dict(state.get("options") or {}))
+        self._restore(state, task_from_id(snap["task_id"]))
+
+    def _restore(self, state: Mapping[str, Any], task: Task) -> None:
+        """Restore the simulator snapshot of `state` on `task` (the planner passes its env's task
+        object: rebuilding a task from its id costs up to a second at difficulty 3)."""
+        snap = state["snapshot"]
+        self._begin_episode(task, state.get("seed"), dict(state.get("options") or {}))
         assert self._phone is not None
         self._phone.data = DeviceState(snap["data"]).to_dict()
         self._phone.n_popups = int(snap["n_popups"])
@@ -393,5 +445,16 @@ class DeviceEnv(TextEnv):
         self._turn = int(snap["turn"])
         self._actions = list(state["actions"])
         self._rewards = [float(r) for r in snap["rewards"]]
+        self._seen_obs = list(snap.get("seen_obs", []))
         self._sync_sim()
         self._last_obs = ""
+
+
+class _Seen:
+    """The `History` the planner hands the scripted expert: observations and actions so far."""
+
+    role = "agent"
+
+    def __init__(self, obs_texts: list[str], action_texts: list[str]):
+        self.obs_texts = obs_texts
+        self.action_texts = action_texts

@@ -3,6 +3,7 @@ with closed-form advantages, an oracle estimator ranked first, determinism, and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 from creditgym.agents.rollout import Collector
 from creditgym.agents.scripted import ScriptedPolicy
 from creditgym.benchmarks import accuracy_envs as chain
-from creditgym.benchmarks.accuracy import measure_accuracy, measure_truth
+from creditgym.benchmarks.accuracy import measure_accuracy, measure_truth, reannotate
 from creditgym.benchmarks.accuracy_metrics import (
     agreement,
     average_ranks,
@@ -28,6 +29,7 @@ from creditgym.benchmarks.accuracy_metrics import (
 from creditgym.credit import ESTIMATORS
 from creditgym.credit.advantages import make_advantages
 from creditgym.credit.registry import register_estimator
+from creditgym.store import RolloutStore
 
 EPS = 0.8  # scripted chain policy: good with probability p = 1 - EPS / 2
 P_GOOD = 1 - EPS / 2
@@ -181,6 +183,36 @@ def test_same_seeds_give_the_same_report():
     assert one.to_json(deterministic=True) == two.to_json(deterministic=True)
     other = measure_accuracy(chain.ENV_ID, **{**kw, "seed": 6})
     assert other.to_json(deterministic=True) != one.to_json(deterministic=True)
+
+
+def test_a_saved_truth_is_reused_with_the_same_rows(tmp_path):
+    """`truth_from` reads the episodes and truth a run saved and gives the same estimator rows and
+    noise ceiling without collecting (the truth's cost is then 0 episodes)."""
+    path = str(tmp_path / "truth.jsonl")
+    kw = dict(episodes=16, group_size=4, estimators=["grpo", "rebn", "pvd"], epsilon=EPS, seed=3)
+    first = measure_accuracy(chain.ENV_ID, branches=8, save_episodes=path, **kw)
+    again = measure_accuracy(chain.ENV_ID, truth_from=path, **kw)
+    rows = lambda r: [(x.name, x.spearman, x.pearson, x.sign_agree, x.rel_mse) for x in r.rows]
+    assert rows(again) == rows(first)
+    assert again.truth.ceiling_spearman == first.truth.ceiling_spearman and again.truth.branches == 8
+    assert again.truth.episodes == 0 and again.config["truth_from"] == path
+    saved = RolloutStore(path).read()
+    assert all(set(e.meta["mc_truth"]) >= {"adv", "se", "value", "half1", "half2", "branches"} for e in saved)
+
+
+def test_reannotate_replays_and_refuses_other_dynamics(tmp_path):
+    """`reannotate` recomputes env annotations by replay; kwargs that change the rewards raise."""
+    path = str(tmp_path / "truth.jsonl")
+    measure_accuracy(chain.ENV_ID, episodes=4, group_size=4, branches=2, estimators=["grpo"], epsilon=EPS, save_episodes=path)
+    saved = RolloutStore(path).read()
+    again = reannotate(saved, chain.ENV_ID, None)
+    assert [[t.info["abstract_state"] for t in e.turns] for e in again] == [[t.info["abstract_state"] for t in e.turns] for e in saved]
+    with pytest.raises(ValueError, match="replay reward"):
+        reannotate(saved, chain.ENV_ID, {"length": 5})
+    bare = str(tmp_path / "bare.jsonl")
+    RolloutStore(bare).extend([dataclasses.replace(e, meta={}) for e in saved])
+    with pytest.raises(ValueError, match="--save-episodes"):
+        measure_accuracy(chain.ENV_ID, truth_from=bare, estimators=["grpo"])
 
 
 def test_bad_arguments_say_what_to_do():

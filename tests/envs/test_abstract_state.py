@@ -3,13 +3,17 @@ Search / Device / Tools abstractions, and its trip through the Collector into `C
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import gymnasium
+import numpy as np
 import pytest
 
 import creditgym  # noqa: F401  (registers the envs)
 from creditgym.agents.rollout import Collector
 from creditgym.agents.scripted import ScriptedPolicy
 from creditgym.batch import CreditBatch
+from creditgym.envs.device.expert import device_expert
 from creditgym.envs.search import task_from_id
 from creditgym.envs.search.world import RELATIONS
 
@@ -59,7 +63,7 @@ def test_same_progress_different_text_share_an_abstract_state() -> None:
 
 
 @pytest.mark.parametrize("env_id,kw,prefix", [
-    ("creditgym/Device-v0", {"difficulty": 2}, "device|sub="),
+    ("creditgym/Device-v0", {"difficulty": 2, "abstraction": "subgoals"}, "device|sub="),
     ("creditgym/Tools-v0", {"difficulty": 2}, "tools|ok=0|hit=0|left="),
 ])  # fmt: skip
 def test_family_abstractions_at_reset(env_id, kw, prefix) -> None:
@@ -100,3 +104,69 @@ def test_collector_packs_abstract_states() -> None:
     n = batch.turn_mask_BK.sum(1)
     assert bool((batch.abstract_BK1[:, 0] == batch.abstract_BK1[0, 0]).all())  # same start for every episode
     assert all(int(batch.abstract_BK1[b, int(n[b])]) >= 0 for b in range(batch.B))
+
+
+# ---------------------------------------------------------------- Device: the planner abstraction
+def _device(**kw):
+    return gymnasium.make("creditgym/Device-v0", difficulty=2, **kw).unwrapped
+
+
+def _expert_actions(seed: int) -> list[str]:
+    """The noise-free expert's actions on the task of `seed` (played on a subgoals env)."""
+    env = _device(abstraction="subgoals")
+    obs, _ = env.reset(seed=seed)
+    seen, acts, done = [obs], [], False
+    while not done:
+        a = device_expert(SimpleNamespace(obs_texts=seen, action_texts=acts, role="agent"), np.random.default_rng(0))
+        obs, r, term, trunc, info = env.step(a)
+        seen.append(obs)
+        acts.append(a)
+        done = term or trunc
+    assert info["reward_components"]["success"] == 1.0
+    return acts
+
+
+@pytest.mark.parametrize("seed", [0, 1, 5])
+def test_device_planner_counts_the_experts_steps_down(seed) -> None:
+    """Along the expert's own path the steps-to-go fall by one per step, from its episode length."""
+    acts = _expert_actions(seed)
+    env = _device()
+    _, info = env.reset(seed=seed)
+    togo = [info["abstract_state"]]
+    for a in acts:
+        _, _, _, _, info = env.step(a)
+        togo.append(info["abstract_state"])
+    n = len(acts)
+    assert togo == [f"device|togo={n - k}" for k in range(n)] + ["device|togo=end"]
+    assert env._planner is not None and env._planner.abstraction == "subgoals"  # the copy does not plan itself
+
+
+def test_device_planner_prices_wasted_turns_and_the_budget() -> None:
+    """A wait keeps the steps-to-go; once the turns left are fewer than the steps needed, `fail`."""
+    env = _device(max_turns=12)
+    _, info = env.reset(seed=1)
+    need = int(info["abstract_state"].split("=")[1])
+    wait = '{"action_type": "wait"}'
+    for k in range(1, 12 - need + 1):
+        _, _, _, _, info = env.step(wait)
+        assert info["abstract_state"] == f"device|togo={need}", k
+    _, _, _, _, info = env.step(wait)
+    assert info["abstract_state"] == "device|togo=fail"
+
+
+def test_device_planner_survives_a_snapshot_restore() -> None:
+    """`set_state` keeps the observations the expert reads, so the plan after a restore is the same."""
+    acts = _expert_actions(5)
+    a, b = _device(), _device()
+    a.reset(seed=5)
+    for act in acts[:2]:
+        a.step(act)
+    b.set_state(a.get_state())
+    _, _, _, _, ia = a.step(acts[2])
+    _, _, _, _, ib = b.step(acts[2])
+    assert ia["abstract_state"] == ib["abstract_state"] == f"device|togo={len(acts) - 3}"
+
+
+def test_device_abstraction_is_checked() -> None:
+    with pytest.raises(ValueError, match="abstraction must be 'subgoals' or 'planner'"):
+        _device(abstraction="exact")
