@@ -14,7 +14,14 @@ OUT    ?= runs/quickstart
 _ := $(shell mkdir -p $(VENV) && find core envs agents credit trainers cli integrations benchmarks viewer -type f ! -path '*/__pycache__/*' | sort > $(FILES).new \
 	&& (cmp -s $(FILES).new $(FILES) || mv $(FILES).new $(FILES)); rm -f $(FILES).new)
 
-.PHONY: quickstart test lint typecheck system-packages clean
+# verl's adapter is tested in its own virtualenv: verl 0.9.1 pins transformers<5.11 and tensordict<=0.10,
+# which .venv does not satisfy. Rebuilt when the pins (the stamp's name) or pyproject.toml change. The extra
+# packages after verl are the imports of its agent loop and v1 trainer that verl leaves to its verl-core extra.
+VERL_VENV  ?= .venv-verl
+VERL_PINS  := torch==2.13.0 verl==0.9.1 cachetools fastapi uvicorn pyzmq msgspec TransferQueue==0.1.11
+VERL_STAMP := $(VERL_VENV)/.creditgym-$(shell echo '$(VERL_PINS)' | md5sum | cut -c1-12)
+
+.PHONY: quickstart test test-verl lint typecheck system-packages clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,8 +57,19 @@ lint: $(LINKS)
 typecheck: $(LINKS)
 	$(VENV)/bin/mypy -p creditgym
 
-test: $(LINKS) lint typecheck
+$(VERL_STAMP): pyproject.toml
+	rm -rf $(VERL_VENV)
+	$(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(VERL_VENV)/bin/python -m pip install -q $(VERL_PINS) -e . "pytest>=8" "hypothesis>=6.100" --config-settings editable_mode=strict
+	touch $@
+
+# both virtualenvs share the strict editable link tree (build/__editable__.*) that $(LINKS) refreshes
+test-verl: $(VERL_STAMP) $(LINKS)
+	$(VERL_VENV)/bin/python -m pytest -q tests/integrations/verl
+
+test: $(LINKS) lint typecheck test-verl
 	$(VENV)/bin/pytest -q
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(VERL_VENV) build *.egg-info
