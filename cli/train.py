@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
-import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 import tyro
-from tyro.constructors import ConstructorRegistry, PrimitiveConstructorSpec, PrimitiveTypeInfo
 
 from creditgym.agents.offline import collect_offline, expert_episodes
 from creditgym.cli.eval import EVAL_DEFAULTS, load_policy
@@ -35,6 +32,7 @@ from creditgym.trainers import (
     SFTTrainer,
 )  # fmt: skip
 from creditgym.trainers.evaluate import save_eval_config
+from creditgym.trainers.flags import CONFIG_FLAGS
 from creditgym.viewer import write_report
 
 C = TypeVar("C")
@@ -46,35 +44,6 @@ TRAINERS: dict[str, tuple[Any, Any]] = {
     "digirl": (DigiRLTrainer, DigiRLConfig),
     "digiq": (DigiQTrainer, DigiQConfig),
 }
-
-CONFIG_FLAGS = ConstructorRegistry()
-"""tyro rules for today's flag spellings: JSON for containers, `none`/`null` for an optional field."""
-
-
-@CONFIG_FLAGS.primitive_rule
-def _json_containers(info: PrimitiveTypeInfo) -> PrimitiveConstructorSpec | None:
-    origin = info.type_origin
-    if origin not in (dict, list, tuple):
-        return None
-    return PrimitiveConstructorSpec(
-        nargs=1, metavar="JSON", instance_from_str=lambda a: origin(json.loads(a[0])) if origin is tuple else json.loads(a[0]),
-        is_instance=lambda x: isinstance(x, origin), str_from_instance=lambda x: [json.dumps(x)],
-    )  # fmt: skip
-
-
-@CONFIG_FLAGS.primitive_rule
-def _optional_scalars(info: PrimitiveTypeInfo) -> PrimitiveConstructorSpec | None:
-    args = typing.get_args(info.type)
-    base = [a for a in args if a is not type(None)]
-    if info.type_origin not in (typing.Union, types.UnionType) or len(args) != 2 or base[0] not in (int, float, str):
-        return None
-    cast = base[0]
-    return PrimitiveConstructorSpec(
-        nargs=1, metavar=f"{cast.__name__.upper()}|None",
-        instance_from_str=lambda a: None if a[0].lower() in ("none", "null") else cast(a[0]),
-        is_instance=lambda x: x is None or isinstance(x, cast), str_from_instance=lambda x: [str(x)],
-    )  # fmt: skip
-
 
 def config_from_flags(cls: type[C], args: list[str], prog: str = "creditgym train") -> C:
     """Build `cls` from its `--field-name VALUE` flags (tyro); `--help` in `args` prints them and exits."""

@@ -1,63 +1,68 @@
 """DigiRL (arXiv 2406.11896) on the offline phone simulator: offline, then online, vs filtered BC.
 
     python examples/device_digirl.py                       # a few minutes on 2 CPU cores (tiny model)
-    python examples/device_digirl.py --model smollm2-135m-instruct --device cuda --n-noisy 512 \
+    python examples/device_digirl.py --model smollm2-135m-instruct --device cuda --n-noisy 512 --lr 1e-5 \
         --offline-iterations 30 --online-iterations 100 --max-new-tokens 128   # a real model on a GPU
 
-1. A tiny from-scratch model gets a short SFT warm start on noisy-expert episodes.
+1. A tiny from-scratch model gets a short SFT warm start on noisy-expert episodes (the quickstart's
+   `warm_start`).
 2. `collect_offline` writes the offline dataset (expert, noisy expert with eps 0.5, random, and the
    warm-started policy's own episodes) to `OUT/offline.jsonl`, the mix in `offline.manifest.json`.
 3. From the same warm start: filtered BC (SFT on the successful trajectories), and DigiRL, evaluated
    after its offline iterations and again after its online iterations (replay buffer, fresh episodes).
 Held-out success is measured on the env's test split (unseen tasks) with the same seeds for each.
+The RL flags are DigiRLConfig's fields, spelled as in `creditgym train --trainer digirl`
+(`--list-flags`); `--out-dir` is OUT (default: a temporary folder).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import tyro
 
-from creditgym.agents import HFPolicy, pretrained, tiny
+from creditgym.agents import HFPolicy, pretrained
 from creditgym.agents.base import Sampling
-from creditgym.agents.offline import collect_offline, expert_episodes
+from creditgym.agents.offline import collect_offline
 from creditgym.envs.device import DEVICE
 from creditgym.trainers import DigiRLConfig, DigiRLTrainer, SFTConfig, SFTTrainer
 from creditgym.trainers.digirl import filtered_bc
 from creditgym.trainers.evaluate import evaluate
+from creditgym.trainers.flags import CONFIG_FLAGS
+from creditgym.trainers.quickstart import QuickstartConfig, tiny_policy, warm_start
 
 
 @dataclass
 class Args:
+    train: Annotated[DigiRLConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=lambda: DigiRLConfig(
+        offline_iterations=4, online_iterations=4, episodes_per_iteration=8, actor_steps=4, lr=1e-3,
+        max_new_tokens=48, env_kwargs={"difficulty": 1, "max_turns": 6}, tensorboard=False))  # fmt: skip
+    """DigiRL: every DigiRLConfig field"""
     model: str = "tiny"
     """'tiny' (built from scratch) or a pretrained name / folder (agents/pretrained.py)."""
     device: str = "cpu"
-    difficulty: int = 1
-    max_turns: int = 6
+    hidden: int = 128
+    """tiny model width"""
+    layers: int = 2
     warm_episodes: int = 32
     """noisy-expert episodes (eps 0.3) of the SFT warm start"""
     warm_epochs: int = 4
     bc_epochs: int = 2
     """SFT epochs of the filtered-BC baseline"""
     n_expert: int = 16
+    """offline dataset: expert, noisy-expert, random and warm-started policy episodes"""
     n_noisy: int = 48
     n_random: int = 16
     n_policy: int = 16
-    offline_iterations: int = 4
-    online_iterations: int = 4
-    episodes_per_iteration: int = 8
-    actor_steps: int = 4
-    max_new_tokens: int = 48
     n_eval: int = 32
-    hidden: int = 128
-    layers: int = 2
-    seed: int = 0
-    out: str | None = None
+    """held-out tasks evaluated after each stage"""
 
 
 def clone(policy: HFPolicy) -> HFPolicy:
@@ -65,37 +70,35 @@ def clone(policy: HFPolicy) -> HFPolicy:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = tyro.cli(Args, args=argv, description=__doc__)
+    args = tyro.cli(Args, args=argv, description=__doc__, registry=CONFIG_FLAGS)
+    rl, kw = args.train, args.train.env_kwargs
     torch.set_num_threads(2)
-    out = Path(args.out or tempfile.mkdtemp(prefix="digirl_"))
-    kw = {"difficulty": args.difficulty, "max_turns": args.max_turns}
-    if args.model == "tiny":
-        cfg = tiny.TinyConfig(hidden_size=args.hidden, intermediate_size=3 * args.hidden, num_layers=args.layers)
-        warm = tiny.build(seed=args.seed, config=cfg).to(args.device)
-    else:
-        warm = pretrained.load(args.model, device=args.device, seed=args.seed)
-    demos = expert_episodes(DEVICE, args.warm_episodes, seed=args.seed + 1, tokenizer=warm.tokenizer, epsilon=0.3, env_kwargs=kw)
-    SFTTrainer(warm, SFTConfig(lr=3e-3 if args.model == "tiny" else 1e-5, epochs=args.warm_epochs, batch_episodes=8,
-                               seed=args.seed), episodes=demos).train()  # fmt: skip
-    evaluate_kw = dict(n_eval=args.n_eval, env_kwargs=kw, max_new_tokens=args.max_new_tokens)
+    out = Path(rl.out_dir or tempfile.mkdtemp(prefix="digirl_"))
+    tiny = args.model == "tiny"  # learning rates: tiny from-scratch model vs a pretrained one
+
+    # 1. warm start: SFT on noisy-expert episodes
+    warm_cfg = QuickstartConfig(env_id=DEVICE, seed=rl.seed, hidden_size=args.hidden, num_layers=args.layers,
+                                induction_steps=0, expert_episodes=args.warm_episodes, epsilon=0.3,
+                                sft_epochs=args.warm_epochs, sft_lr=3e-3 if tiny else 1e-5, progress=False)  # fmt: skip
+    model = tiny_policy(warm_cfg).to(args.device) if tiny else pretrained.load(args.model, device=args.device, seed=rl.seed)
+    warm, _ = warm_start(warm_cfg, out / "warm_start", env_kwargs=kw, policy=model)
+    evaluate_kw = dict(n_eval=args.n_eval, env_kwargs=kw, max_new_tokens=rl.max_new_tokens)
     results = {"warm_start": evaluate(warm, DEVICE, **evaluate_kw).success}
 
+    # 2. the offline dataset
     data = collect_offline(DEVICE, out / "offline.jsonl", n_expert=args.n_expert, n_noisy=args.n_noisy,
-                           n_random=args.n_random, policy=warm, n_policy=args.n_policy, env_kwargs=kw, seed=args.seed,
-                           sampling=Sampling(max_new_tokens=args.max_new_tokens))  # fmt: skip
+                           n_random=args.n_random, policy=warm, n_policy=args.n_policy, env_kwargs=kw, seed=rl.seed,
+                           sampling=Sampling(max_new_tokens=rl.max_new_tokens))  # fmt: skip
 
+    # 3. filtered BC vs DigiRL, each from a copy of the warm start
     bc = clone(warm)
-    SFTTrainer(bc, SFTConfig(lr=1e-3 if args.model == "tiny" else 1e-5, epochs=args.bc_epochs, batch_episodes=8,
-                             seed=args.seed), episodes=filtered_bc(data)).train()  # fmt: skip
+    SFTTrainer(bc, SFTConfig(lr=1e-3 if tiny else 1e-5, epochs=args.bc_epochs, batch_episodes=8, seed=rl.seed),
+               episodes=filtered_bc(data)).train()  # fmt: skip
     results["filtered_bc"] = evaluate(bc, DEVICE, **evaluate_kw).success
 
     policy = clone(warm)
-    rl = DigiRLConfig(offline_iterations=args.offline_iterations, online_iterations=args.online_iterations,
-                      episodes_per_iteration=args.episodes_per_iteration, actor_steps=args.actor_steps,
-                      lr=1e-3 if args.model == "tiny" else 1e-5, max_new_tokens=args.max_new_tokens, env_kwargs=kw,
-                      seed=args.seed, out_dir=str(out / "digirl"), tensorboard=False)  # fmt: skip
-    trainer = DigiRLTrainer(policy, DEVICE, rl, episodes=data)
-    while trainer.step_idx < args.offline_iterations:
+    trainer = DigiRLTrainer(policy, DEVICE, dataclasses.replace(rl, out_dir=str(out / "digirl")), episodes=data)
+    while trainer.step_idx < rl.offline_iterations:
         trainer.step()
     results["digirl_offline"] = evaluate(policy, DEVICE, **evaluate_kw).success
     summary = trainer.train()

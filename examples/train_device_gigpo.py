@@ -1,57 +1,60 @@
 """GiGPO (arXiv 2505.10978) on the offline device-control env: anchor-state grouping of turns.
 
     python examples/train_device_gigpo.py --steps 20
+    python examples/train_device_gigpo.py --estimator-cfg '{"gamma": 0.95, "omega": 0.5}'
 
 GiGPO groups turns taken from the same env state (`info["state_key"]`) across a group's episodes
-and mixes that step-level advantage with the episode-level one (omega).
+and mixes that step-level advantage with the episode-level one (omega). The RL flags are
+GRPOConfig's fields, spelled as in `creditgym train --trainer grpo` (`--list-flags`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 import tyro
 
-from creditgym.agents import tiny
-from creditgym.agents.offline import expert_episodes
 from creditgym.envs.device import DEVICE
-from creditgym.trainers import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
+from creditgym.trainers import GRPOConfig, GRPOTrainer
 from creditgym.trainers.evaluate import evaluate
+from creditgym.trainers.flags import CONFIG_FLAGS
+from creditgym.trainers.quickstart import QuickstartConfig, warm_start
 
 
 @dataclass
 class Args:
+    train: Annotated[GRPOConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=lambda: GRPOConfig(
+        estimator="gigpo", estimator_cfg={"gamma": 0.95, "omega": 1.0}, steps=20, num_groups=4, group_size=8,
+        lr=5e-4, max_new_tokens=32, env_kwargs={"difficulty": 1}))  # fmt: skip
+    """RL: every GRPOConfig field"""
     env: str = DEVICE
-    steps: int = 20
-    groups: int = 4
-    group_size: int = 8
-    expert_episodes: int = 64
-    sft_epochs: int = 2
-    max_new_tokens: int = 32
-    n_eval: int = 32
     hidden: int = 128
+    """tiny model width"""
     layers: int = 2
-    seed: int = 0
-    out: str | None = None
+    expert_episodes: int = 64
+    """imperfect scripted-expert episodes (epsilon 0.3) of the SFT warm start"""
+    sft_epochs: int = 2
+    n_eval: int = 32
+    """held-out tasks evaluated before and after RL"""
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = tyro.cli(Args, args=argv, description=__doc__)
+    args = tyro.cli(Args, args=argv, description=__doc__, registry=CONFIG_FLAGS)
+    rl = args.train
     torch.set_num_threads(2)
-    env_kwargs = {"difficulty": 1}
 
-    cfg = tiny.TinyConfig(hidden_size=args.hidden, intermediate_size=3 * args.hidden, num_layers=args.layers)
-    policy = tiny.build(seed=args.seed, config=cfg)
-    demos = expert_episodes(args.env, args.expert_episodes, seed=args.seed, tokenizer=policy.tokenizer, epsilon=0.3,
-                            env_kwargs=env_kwargs)  # fmt: skip
-    SFTTrainer(policy, SFTConfig(lr=1e-2, epochs=args.sft_epochs, warmup_steps=5), episodes=demos).train()
-    kw = dict(n_eval=args.n_eval, env_kwargs=env_kwargs, max_new_tokens=args.max_new_tokens)
+    # 1. a tiny from-scratch model, warm-started by SFT on an imperfect scripted expert
+    warm = QuickstartConfig(env_id=args.env, seed=rl.seed, hidden_size=args.hidden, num_layers=args.layers,
+                            induction_steps=0, expert_episodes=args.expert_episodes, epsilon=0.3,
+                            sft_epochs=args.sft_epochs, sft_lr=1e-2, progress=False)  # fmt: skip
+    policy, _ = warm_start(warm, env_kwargs=rl.env_kwargs)
+    kw = dict(n_eval=args.n_eval, env_kwargs=rl.env_kwargs, max_new_tokens=rl.max_new_tokens)
     before = evaluate(policy, args.env, **kw)
-    rl = GRPOConfig(estimator="gigpo", estimator_cfg={"gamma": 0.95, "omega": 1.0}, steps=args.steps,
-                    num_groups=args.groups, group_size=args.group_size, lr=5e-4, max_new_tokens=args.max_new_tokens,
-                    env_kwargs=env_kwargs, seed=args.seed, out_dir=args.out)  # fmt: skip
+
+    # 2. GRPO with GiGPO's two-level advantages
     summary = GRPOTrainer(policy, args.env, rl).train()
     after = evaluate(policy, args.env, **kw)
     return {"before": before.success, "after": after.success, "train": summary}

@@ -153,9 +153,9 @@ def tiny_policy(cfg: QuickstartConfig) -> TrainablePolicy:
     return tiny.build(seed=cfg.seed, config=tcfg)
 
 
-def _expert_episodes(cfg: QuickstartConfig, tokenizer: Any) -> list[Episode]:
+def _expert_episodes(cfg: QuickstartConfig, tokenizer: Any, env_kwargs: dict[str, Any]) -> list[Episode]:
     expert = ScriptedPolicy.for_env(cfg.env_id, tokenizer=tokenizer, epsilon=cfg.epsilon, seed=cfg.seed)
-    col = Collector(expert, cfg.env_id, group_size=1, env_kwargs=cfg.train_env_kwargs(),
+    col = Collector(expert, cfg.env_id, group_size=1, env_kwargs=env_kwargs,
                     sampling=Sampling(max_new_tokens=cfg.max_new_tokens))  # fmt: skip
     try:
         return col.collect(num_groups=cfg.expert_episodes, seed=cfg.seed * 1_000_003 + 1)
@@ -189,25 +189,36 @@ def _rounded(seconds: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 2) for k, v in seconds.items()}
 
 
-def warm_start(cfg: QuickstartConfig, out_dir: str | Path) -> tuple[TrainablePolicy, dict[str, Any]]:
+def warm_start(
+    cfg: QuickstartConfig,
+    out_dir: str | Path | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    policy: TrainablePolicy | None = None,
+) -> tuple[TrainablePolicy, dict[str, Any]]:
     """Build the tiny model, run the induction warm-up and SFT it on the imperfect expert's episodes
-    (written to `out_dir/expert_episodes.jsonl`, SFT logs to `out_dir/sft/`). Returns the policy and
-    a report: `induction` and `sft` metrics, `expert_success`, `stages_s`."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    (written to `out_dir/expert_episodes.jsonl`, SFT logs to `out_dir/sft/`; None writes nothing).
+    Returns the policy and a report: `induction` and `sft` metrics, `expert_success`, `stages_s`.
+
+    The examples reuse it on other envs and models: `env_kwargs` replaces the Search-specific
+    `cfg.train_env_kwargs()` of the expert's episodes, and `policy` (e.g. a pretrained model) replaces
+    the tiny one built from `cfg`."""
+    out = None if out_dir is None else Path(out_dir)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
     timer = StageTimer()
     with timer("build_s"):
-        policy = tiny_policy(cfg)
+        policy = policy if policy is not None else tiny_policy(cfg)
     with timer("induction_s"):
         induction = induction_warmup(
             policy.model, policy.tokenizer, InductionConfig(steps=cfg.induction_steps, seed=cfg.seed)
         )
     with timer("expert_s"):
-        expert = _expert_episodes(cfg, policy.tokenizer)
-        RolloutStore(out / "expert_episodes.jsonl", fsync=False).extend(expert)
+        expert = _expert_episodes(cfg, policy.tokenizer, cfg.train_env_kwargs() if env_kwargs is None else env_kwargs)
+        if out is not None:
+            RolloutStore(out / "expert_episodes.jsonl", fsync=False).extend(expert)
     sft_cfg = SFTConfig(lr=cfg.sft_lr, epochs=cfg.sft_epochs, batch_episodes=16, warmup_steps=5, seed=cfg.seed,
                         lr_schedule=cfg.sft_lr_schedule,
-                        out_dir=str(out / "sft"), progress=cfg.progress)  # fmt: skip
+                        out_dir=None if out is None else str(out / "sft"), progress=cfg.progress)  # fmt: skip
     with timer("sft_s"):
         sft_eps = [e for e in expert if episode_success(e) >= 1.0] if cfg.sft_successes_only else expert
         sft_summary = SFTTrainer(policy, sft_cfg, episodes=sft_eps).train()

@@ -100,6 +100,22 @@ def test_sft_successes_only_trains_on_the_successful_expert_episodes(tmp_path: P
     assert report["sft"]["episodes"] == wins
 
 
+def test_warm_start_on_another_env_and_policy_writes_nothing_without_out_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the examples use: `env_kwargs` replaces Search's (Device rejects `topk`), `policy` the tiny build."""
+    from creditgym.envs.device import DEVICE
+    from creditgym.trainers.quickstart import QuickstartConfig, tiny_policy, warm_start
+
+    cfg = QuickstartConfig(env_id=DEVICE, hidden_size=32, num_layers=1, expert_episodes=2, sft_epochs=1, threads=1,
+                           progress=False, induction_steps=0)  # fmt: skip
+    given = tiny_policy(cfg)
+    monkeypatch.chdir(tmp_path)
+    policy, report = warm_start(cfg, env_kwargs={"difficulty": 1, "max_turns": 2}, policy=given)
+    assert policy is given and report["sft"]["episodes"] == 2 and report["sft"]["steps"] >= 1
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_registers_train_eval_quickstart_and_parses_config_flags() -> None:
     from typer.testing import CliRunner
 
