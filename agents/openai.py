@@ -1,6 +1,9 @@
 """OpenAIPolicy: any OpenAI-compatible HTTP endpoint (chat or completions) as a Policy.
 
-For evaluation, opponents, simulators and judges; not trainable. Requests run in a thread pool
+For evaluation, opponents, simulators and judges, and as a trainer's `generator=` (not trainable
+itself): `sync_from(policy)` saves the trained weights and has the server load them the vLLM way
+(a LoRA adapter through `/v1/load_lora_adapter`, full weights through `/reload_weights`, see
+`creditgym.integrations.serve`). Requests run in a thread pool
 bounded by `max_concurrency`, each with a timeout and the retries of `envs.http_client.JsonClient`: exponential backoff
 (`backoff_base_s * 2**i`, capped at 8 s) on timeouts, dropped connections, 429, 5xx and malformed
 responses; other 4xx fail at once. Token ids and logprobs come from the server when it returns
@@ -13,8 +16,11 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from creditgym.agents.base import Context, Generation, Sampling
@@ -95,6 +101,11 @@ class OpenAIPolicy:
     request into an empty Generation with `finish_reason="error"` instead of raising.
     `deadline_s` (default `2 * timeout_s`) bounds one request across its retries and
     `max_body_bytes` (default 16 MiB) the reply body; see JsonClient and docs/backends.md.
+
+    As a trainer's `generator=`: `api="completions"`, `server="vllm"` and `tokenizer=` the trained
+    policy's tokenizer, so that prompts go in and samples come back as that vocabulary's token ids
+    with their logprobs; `sync_dir` is where `sync_from` writes each version (default a temporary
+    folder, removed by `close()`), a path the server must be able to read.
     """
 
     def __init__(
@@ -115,6 +126,7 @@ class OpenAIPolicy:
         *,
         deadline_s: float | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        sync_dir: str | Path | None = None,
     ):
         if api not in ("chat", "completions"):
             raise ValueError(f"api must be 'chat' or 'completions', got {api!r}")
@@ -140,9 +152,16 @@ class OpenAIPolicy:
             url_example="http://host:port/v1", deadline_s=deadline_s, max_body_bytes=max_body_bytes,
         )  # fmt: skip
         self.base_url = self._client.base_url
+        self.base_model_name = model
+        self._headers = headers
+        self.sync_dir, self._own_sync_dir = (Path(sync_dir) if sync_dir is not None else None), sync_dir is None
+        self.sync_version = 0
 
     def close(self) -> None:
         self._client.close()
+        if self._own_sync_dir and self.sync_dir is not None:
+            shutil.rmtree(self.sync_dir, ignore_errors=True)
+            self.sync_dir = None
 
     def __enter__(self) -> OpenAIPolicy:
         return self
@@ -260,3 +279,89 @@ class OpenAIPolicy:
             return [self._one(c, sampling, i) for i, c in enumerate(contexts)]
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(contexts))) as pool:
             return list(pool.map(self._one, contexts, [sampling] * len(contexts), range(len(contexts))))
+
+    # ----------------------------------------------------------------- weight sync (a trainer's generator)
+    def _control(self, url: str, body: dict[str, Any]) -> str:
+        """POST a weight-sync call; vLLM answers these with plain text, so no JSON is expected."""
+        import httpx
+
+        try:
+            resp = httpx.post(url, json=body, headers=self._headers, timeout=max(self.timeout_s, 60.0))
+        except httpx.HTTPError as e:
+            raise OpenAIError("connection", f"POST {url}: {e}") from e
+        if resp.status_code >= 400:
+            raise OpenAIError(f"http_{resp.status_code}", f"POST {url} {preview(body)}: {resp.text[:300]}")
+        return resp.text
+
+    def sync_from(
+        self, policy: Any, verify: bool = True, probe_ids: Sequence[int] | None = None, atol: float = 1e-2
+    ) -> float:
+        """Have the server generate with `policy`'s current weights. A LoRA policy saves its adapter
+        (`policy.save`) as version v, the server loads it (`/v1/load_lora_adapter`, name
+        `{model}-v{v}`), requests name it from then on and the previous version is unloaded; a policy
+        without adapters saves its full weights and the server reloads them (`/reload_weights`).
+        With `verify`, a greedy probe continuation's server logprobs are compared with
+        `policy.logprobs` on the same ids; returns the max abs difference (as VLLMPolicy.sync_from),
+        raising if it exceeds `atol`."""
+        if not self.local_tokenizer:
+            raise ValueError("OpenAIPolicy.sync_from needs tokenizer= the trained policy's tokenizer (with api='completions', "
+                             "server='vllm'): a generator's token ids must be the trainer's")  # fmt: skip
+        if self.sync_dir is None:
+            self.sync_dir = Path(tempfile.mkdtemp(prefix="creditgym-sync-"))
+        self.sync_version += 1
+        root = self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
+        if policy.has_adapter:
+            name = f"{self.base_model_name}-v{self.sync_version}"
+            path = policy.save(self.sync_dir / name)
+            load = {"lora_name": name, "lora_path": str(path.resolve())}
+            try:
+                self._control(f"{self.base_url}/load_lora_adapter", load)
+            except OpenAIError as e:  # a restarted trainer meets its own earlier name on a long-lived server
+                if e.kind != "http_400" or "already" not in e.detail:
+                    raise
+                self._control(f"{self.base_url}/unload_lora_adapter", {"lora_name": name})
+                self._control(f"{self.base_url}/load_lora_adapter", load)
+            old, self.model_name = self.model_name, name
+            if old != self.base_model_name:
+                self._control(f"{self.base_url}/unload_lora_adapter", {"lora_name": old})
+                shutil.rmtree(self.sync_dir / old, ignore_errors=True)
+        else:
+            path = policy.save(self.sync_dir / f"v{self.sync_version}")
+            self._control(f"{root}/reload_weights", {"model_path": str(path.resolve())})
+            shutil.rmtree(self.sync_dir / f"v{self.sync_version - 1}", ignore_errors=True)
+        if not verify:
+            return 0.0
+        diff = self.probe_diff(policy, probe_ids)
+        if diff > atol:
+            raise RuntimeError(f"weight sync check failed: the server and the trained policy disagree by {diff:.3g} "
+                               f"(> atol={atol}) on the probe prompt; is the server's base model the trainer's, in float32?")  # fmt: skip
+        return diff
+
+    def probe_diff(self, policy: Any, probe_ids: Sequence[int] | None = None, n_tokens: int = 8) -> float:
+        """Max |server logprob - policy logprob| over a greedy completion of the probe prompt (token ids
+        in, through `/completions` whatever `api` is)."""
+        import torch
+
+        ids = [int(i) for i in probe_ids] if probe_ids else self._default_probe()
+        body = {"model": self.model_name, "prompt": ids, "max_tokens": n_tokens, "temperature": 0.0, "logprobs": 1,
+                "return_token_ids": True, "return_tokens_as_token_ids": True}  # fmt: skip
+        try:
+            data = self._client.post("/completions", body, check=_reply_check(False))
+        except BackendError as e:
+            raise OpenAIError(e.kind, e.detail) from e
+        choice = data["choices"][0]
+        lp = choice.get("logprobs") or {}
+        gen = self._server_ids(choice, list(lp.get("tokens") or []))
+        lps = [float(x) if x is not None else 0.0 for x in (lp.get("token_logprobs") or [])]
+        if gen is None or len(gen) != len(lps):
+            raise OpenAIError("bad_response", f"the probe reply has no token ids with logprobs: {preview(choice)}")
+        if not gen:
+            return 0.0
+        full = torch.tensor([ids + gen])
+        forced = policy.logprobs(full, torch.ones_like(full))[0, len(ids) :].cpu()
+        return float((forced - torch.tensor(lps)).abs().max())
+
+    def _default_probe(self) -> list[int]:
+        msgs = [{"role": "user", "content": "Name the capital of France."}]
+        ids = self.tokenizer.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True, return_dict=False)
+        return [int(i) for i in ids]

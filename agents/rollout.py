@@ -27,6 +27,7 @@ import gymnasium
 import numpy as np
 
 from creditgym.agents.base import Context, Generation, Sampling
+from creditgym.agents.env_workers import EnvFailure, EnvHandle, ResetResult, StepResult
 from creditgym.agents.probes import apply_probes
 from creditgym.agents.rollout_chat import ChatRenderer, char_mask_to_token_mask
 from creditgym.agents.rollout_envs import EnvPool
@@ -100,6 +101,14 @@ class Collector:
             `action_logprobs` are 0.0 (probability 1 under the sampling process), their
             `action_loss_mask` is 0 (the RL loss skips them) and `Turn.info["prefill_tokens"]` counts
             them (SFT on self-generated data unmasks them: `trainers.sema.train_on_prefill`).
+        workers: env workers that reset and step the envs (`agents/env_workers.py`): 0 (the default)
+            steps every env in this process, one after the other; N > 0 steps them in N workers of
+            `worker_backend`, so env latency (sandbox runs, retrievers) overlaps. Generation stays
+            batched here. Episodes are the same as with 0 (apart from timings).
+        worker_backend: "thread", "process" (spawned processes; envs built there) or "ray" (Ray
+            actors, `pip install 'creditgym[ray]'`). A crashed env or worker is rebuilt and the episode
+            replayed; where replay cannot restore it the episode ends truncated with
+            `outcome["env_error"] = 1` (excluded from training), counted in `stats["env_errors"]`.
     """
 
     def __init__(
@@ -121,6 +130,8 @@ class Collector:
         system_prompt: str | None = None,
         history: Any = None,
         prefill: str | None = None,
+        workers: int = 0,
+        worker_backend: str = "thread",
     ):
         if env_id is not None and not isinstance(env_id, str):  # Collector(policy, [fn, fn, ...])
             env_fns, env_id = list(env_id), None
@@ -155,7 +166,7 @@ class Collector:
         self._run_id = uuid.uuid4().hex[:8]
         self._calls = 0
         self._gen_calls = 0
-        self.pool = EnvPool(env_id, env_fns, self.env_kwargs, max_concurrent, self._responder)
+        self.pool = EnvPool(env_id, env_fns, self.env_kwargs, max_concurrent, self._responder, workers, worker_backend)
         self._renderers: dict[int, ChatRenderer] = {}
         self._base_seed = 0
         self.stats: dict[str, float] = {}
@@ -304,7 +315,10 @@ class Collector:
     # ------------------------------------------------------------------ the loop
     def _run(self, specs: list[StartSpec]) -> list[Episode]:
         t_wall = time.perf_counter()
-        self.stats = {"gen_s": 0.0, "env_s": 0.0, "make_s": 0.0, "reset_s": 0.0, "probe_s": 0.0, "action_tokens": 0.0, "gen_calls": 0.0}
+        self.stats = {"gen_s": 0.0, "env_s": 0.0, "env_wall_s": 0.0, "make_s": 0.0, "reset_s": 0.0, "probe_s": 0.0,
+                      "action_tokens": 0.0, "gen_calls": 0.0}
+        workers = self.pool.workers
+        errors_before = dict(workers.stats)
         pending = deque(specs)
         active: list[Match] = []
         bucket_left: dict[int, int] = {}
@@ -314,17 +328,24 @@ class Collector:
         out: dict[int, list[Episode]] = {}
         bar = _progress(len(specs)) if self.progress else None
         while pending or active:
+            starts = []
             while pending:
                 t0 = time.perf_counter()
                 got = self.pool.acquire(pending[0].env_kwargs)
                 self.stats["make_s"] += time.perf_counter() - t0
                 if got is None:
                     break
-                spec = pending.popleft()
-                active.append(self._start(spec, *got))
+                starts.append((pending.popleft(), *got))
+            t0 = time.perf_counter()
+            resets = workers.reset_many([(h, s.seed, *self._reset_request(s)) for s, _, h in starts])
+            self.stats["reset_s"] += time.perf_counter() - t0
+            active += [self._start(s, key, h, r) for (s, key, h), r in zip(starts, resets)]
             self._check_room(active)
             self._generate_and_step([m for m in active if not m.done])
-            for m in [m for m in active if m.done]:
+            finished = [m for m in active if m.done]
+            for m, backend_log in zip(finished, workers.backend_logs([m.env for m in finished])):
+                m.backend_log = backend_log
+            for m in finished:
                 active.remove(m)
                 self.pool.release(m.env_key, m.env)
                 done_by_bucket.setdefault(m.spec.bucket, []).append(m)
@@ -336,37 +357,51 @@ class Collector:
         if bar is not None:
             bar[0].stop()
         self.stats["wall_s"] = time.perf_counter() - t_wall
+        for key, value in workers.stats.items():  # env errors, recoveries, failed episodes, worker restarts
+            self.stats[key] = float(value - errors_before[key])
         episodes = [ep for b in sorted(out) for ep in out[b]]
         self.stats["collector_truncated_frac"] = report_truncation(episodes, self.env_id, self.max_context_tokens)
         return episodes
 
-    def _start(self, spec: StartSpec, env_key: str, env: gymnasium.Env) -> Match:
-        base = env.unwrapped
-        obs_role = str(base.metadata.get("obs_role", "user"))
-        stop = tuple(dict.fromkeys((*self.sampling.stop, *tuple(base.metadata.get("stop", ()) or ()))))
-        default_role = str(getattr(base, "role", "agent") or "agent")
-        m = Match(spec=spec, env=env, env_key=env_key, obs_role=obs_role, stop=stop, default_role=default_role,
-                  history=self._history_for(base))
+    def _reset_request(self, spec: StartSpec) -> tuple[dict[str, Any] | None, list[str]]:
+        """The reset options of a match and the actions to replay after the reset (a branch's prefix:
+        TextEnv.replay's recipe; the determinism contract makes it exact)."""
+        options = dict(spec.options)
+        ep = spec.prefix
+        if ep is None:
+            return options or None, []
+        if ep.meta.get("backend_log"):  # live backends answer the replay from the episode's response log
+            options["backend_log"] = ep.meta["backend_log"]
+        if spec.partner is not None:
+            turns = {ep.role: ep.turns, spec.partner.role: spec.partner.turns}
+            return options or None, [turns[role][j].action_text for _, role, j in _match_moves(spec)]
+        return options or None, [t.action_text for t in ep.turns[: spec.prefix_turns]]
+
+    def _start(self, spec: StartSpec, env_key: str, env: EnvHandle, reset: ResetResult | EnvFailure) -> Match:
+        if isinstance(reset, EnvFailure):
+            raise RuntimeError(f"{env.name}: reset (seed {spec.seed}, options {spec.options}) failed on the env and on a "
+                               f"fresh one; fix the env or its backend (error below)\n{reset.error}")
+        obs_role = str(env.metadata.get("obs_role", "user"))
+        stop = tuple(dict.fromkeys((*self.sampling.stop, *tuple(env.metadata.get("stop", ()) or ()))))
+        m = Match(spec=spec, env=env, env_key=env_key, obs_role=obs_role, stop=stop, default_role=env.default_role,
+                  history=self._history_for(env))
         if spec.prefix is None:
-            t0 = time.perf_counter()
-            obs, info = env.reset(seed=spec.seed, options=dict(spec.options) or None)
-            self.stats["reset_s"] += time.perf_counter() - t0
-            m.task_id = str(info.get("task_id", ""))
-            m.gold = tuple(info.get("gold") or ())
-            self._observe(m, str(info.get("role", default_role)), obs, info)
+            m.task_id = str(reset.info.get("task_id", ""))
+            m.gold = tuple(reset.info.get("gold") or ())
+            self._observe(m, str(reset.info.get("role", env.default_role)), reset.obs, reset.info)
         else:
-            self._start_branch(m, spec)
+            self._start_branch(m, spec, reset)
         return m
 
-    def _history_for(self, base: Any) -> HistoryPolicy:
+    def _history_for(self, env: EnvHandle) -> HistoryPolicy:
         """The Collector's history setting, else the env's `metadata["history"]` (default "full")."""
         if self.history is not None:
             hist = self.history
         else:
             try:
-                hist = parse_history(base.metadata.get("history", "full"))
+                hist = parse_history(env.metadata.get("history", "full"))
             except ValueError as e:
-                raise ValueError(f"{type(base).__name__}.metadata['history']: {e}") from None
+                raise ValueError(f"{env.name}.metadata['history']: {e}") from None
         if hist.per_turn and self.probes:
             raise ValueError(
                 f"probes score prefixes of one growing conversation, but history is {hist.describe()!r} (a fresh "
@@ -374,7 +409,7 @@ class Collector:
             )
         return hist
 
-    def _start_branch(self, m: Match, spec: StartSpec) -> None:
+    def _start_branch(self, m: Match, spec: StartSpec, reset: ResetResult) -> None:
         ep, k = spec.prefix, spec.prefix_turns
         assert ep is not None
         if ep.history != m.history.describe():
@@ -383,19 +418,11 @@ class Collector:
                 f"uses {m.history.describe()!r}; branch with the history the episode was collected with"
             )
         if spec.partner is not None:
-            self._start_two_player_branch(m, spec)
+            self._start_two_player_branch(m, spec, reset)
             return
-        actions = [t.action_text for t in ep.turns[:k]]
-        # reset + prefix actions through the wrappers (TextEnv.replay's recipe; the determinism contract
-        # makes it exact); the recorded rewards and observation must come back
-        options = dict(spec.options)
-        if ep.meta.get("backend_log"):  # live backends answer the replay from the episode's response log
-            options["backend_log"] = ep.meta["backend_log"]
-        obs, first_info = m.env.reset(seed=spec.seed, options=options or None)
-        rewards = []
-        for a in actions:
-            obs, r, _, _, _ = m.env.step(a)
-            rewards.append(float(r))
+        # the reset replayed the prefix actions; the recorded rewards and observation must come back
+        obs, first_info = (reset.steps[-1].obs if reset.steps else reset.obs), reset.info
+        rewards = [s.reward for s in reset.steps]
         if obs != ep.turns[k].obs_text or rewards != [t.reward for t in ep.turns[:k]]:
             raise ValueError(
                 f"branch: replaying episode {ep.episode_id} to turn {k} gave a different observation or reward "
@@ -408,31 +435,21 @@ class Collector:
         m.convs[ep.role] = conv
         m.acting = ep.role
 
-    def _start_two_player_branch(self, m: Match, spec: StartSpec) -> None:
-        """Replay both roles' recorded actions before `ep`'s turn k in match order, then rebuild both
-        conversations from their recorded tokens (the other role's without a pending observation)."""
+    def _start_two_player_branch(self, m: Match, spec: StartSpec, reset: ResetResult) -> None:
+        """Check the replay of both roles' recorded actions before `ep`'s turn k (in match order), then
+        rebuild both conversations from their recorded tokens (the other role's without a pending observation)."""
         ep, partner, k = spec.prefix, spec.partner, spec.prefix_turns
         assert ep is not None and partner is not None
         if m.history.per_turn:
             raise ValueError("branch: two-player matches branch with history='full' only")
-        if any(MATCH_STEP not in t.info for t in (*ep.turns, *partner.turns)):
-            raise ValueError(f"branch: episode {ep.episode_id} has no Turn.info[{MATCH_STEP!r}]; it was not collected "
-                             "by this Collector from a two-player env (metadata['two_player'])")
-        at = int(ep.turns[k].info[MATCH_STEP])
-        moves = sorted((int(t.info[MATCH_STEP]), e.role, j) for e in (ep, partner) for j, t in enumerate(e.turns)
-                       if int(t.info[MATCH_STEP]) < at)  # fmt: skip
-        turns = {ep.role: ep.turns, partner.role: partner.turns}
-        options = dict(spec.options)
-        if ep.meta.get("backend_log"):
-            options["backend_log"] = ep.meta["backend_log"]
-        obs, info = m.env.reset(seed=spec.seed, options=options or None)
+        obs, info = reset.obs, reset.info
         rewards: dict[str, list[float]] = {ep.role: [], partner.role: []}
-        for _, role, j in moves:
+        for (_, role, _), step in zip(_match_moves(spec), reset.steps):
             if str(info.get("role", role)) != role:
                 raise ValueError(f"branch: replaying match {ep.meta.get('match_id')} the env asked {info.get('role')!r} "
                                  f"to act where {role!r} acted; the env breaks the determinism contract")
-            obs, r, _, _, info = m.env.step(turns[role][j].action_text)
-            rewards[role].append(float(r))
+            obs, info = step.obs, step.info
+            rewards[role].append(step.reward)
         if obs != ep.turns[k].obs_text or rewards[ep.role] != [t.reward for t in ep.turns[:k]]:
             raise ValueError(
                 f"branch: replaying match {ep.meta.get('match_id')} to {ep.role}'s turn {k} gave a different observation "
@@ -490,7 +507,6 @@ class Collector:
                 where = f"turn {len(conv.turns)} of {self.env_id or 'the env'} (task {m.task_id!r})"
                 raise prompt_too_long(m.history, where, len(conv.ids), self.max_context_tokens)
             m.end_collector_truncated()
-            m.backend_log = _backend_log(m.env)
 
     def _generate_and_step(self, matches: list[Match]) -> None:
         batches: dict[tuple[Any, ...], list[Match]] = {}
@@ -522,12 +538,19 @@ class Collector:
             self.stats["gen_calls"] += 1
             if len(gens) != len(ctxs):
                 raise ValueError(f"policy.generate returned {len(gens)} generations for {len(ctxs)} contexts")
+            acted = []
             for m, conv, gen in zip(group, convs, gens):
                 if pre and gen.token_ids:  # the reply = prefill + continuation, tokens recorded exactly
                     sampled_lp = gen.logprobs or (0.0,) * len(gen.token_ids)
                     gen = Generation(token_ids=(*pre, *gen.token_ids), logprobs=(*(0.0,) * len(pre), *sampled_lp),
                                      text=self.prefill + gen.text, finish_reason=gen.finish_reason)
-                self._step(m, conv, gen, gen_s, len(group), len(pre))
+                if self._has_action(m, conv, gen):
+                    acted.append((m, conv, gen))
+            t0 = time.perf_counter()  # every env of the batch steps at once (in parallel with env workers)
+            results = self.pool.workers.step_many([(m.env, gen.text) for m, _, gen in acted])
+            self.stats["env_wall_s"] += time.perf_counter() - t0
+            for (m, conv, gen), result in zip(acted, results):
+                self._step(m, conv, gen, result, gen_s, len(group), len(pre))
 
     def _prefill_for(self, policy: Any) -> list[int]:
         """The prefill's token ids in `policy`'s tokenizer (cached per tokenizer)."""
@@ -538,31 +561,41 @@ class Collector:
             self._prefill_ids[id(tok)] = [int(i) for i in tok.encode(self.prefill, add_special_tokens=False)]
         return self._prefill_ids[id(tok)]
 
-    def _step(self, m: Match, conv: RoleConv, gen: Generation, gen_s: float, batch: int, n_prefill: int = 0) -> None:
-        action_ids = [int(i) for i in gen.token_ids]
-        if not action_ids and gen.finish_reason == "error":  # OpenAIPolicy(on_error="empty"): a backend failure
+    def _has_action(self, m: Match, conv: RoleConv, gen: Generation) -> bool:
+        """False where the generation is a backend failure (the episode then ends); raises on no tokens."""
+        if not gen.token_ids and gen.finish_reason == "error":  # OpenAIPolicy(on_error="empty"): a backend failure
             log.warning(
                 "%s returned an empty generation with finish_reason='error' on %s (task %r, turn %d): the episode "
                 "ends as a backend failure and is excluded from training", type(conv.policy).__name__,
-                self.env_id or type(m.env.unwrapped).__name__, m.task_id, len(conv.turns),
+                self.env_id or m.env.name, m.task_id, len(conv.turns),
             )  # fmt: skip
             m.end_generation_error()
-            m.backend_log = _backend_log(m.env)
-            return
-        if not action_ids:
+            return False
+        if not gen.token_ids:
             raise ValueError(
                 f"{type(conv.policy).__name__}.generate returned no tokens; every action needs at least one "
                 "token (keep the stop or end-of-turn token)"
             )
-        t0 = time.perf_counter()
-        obs, reward, terminated, truncated, info = m.env.step(gen.text)
-        env_s = time.perf_counter() - t0
+        return True
+
+    def _step(
+        self, m: Match, conv: RoleConv, gen: Generation, result: StepResult | EnvFailure, gen_s: float, batch: int,
+        n_prefill: int = 0,
+    ) -> None:
+        if isinstance(result, EnvFailure):  # the env failed twice (or could not be restored by replay)
+            log.warning("%s failed on task %r, turn %d, and replay on a fresh env could not recover it: the episode "
+                        "ends truncated with outcome['env_error'] = 1 and is excluded from training",
+                        self.env_id or m.env.name, m.task_id, len(conv.turns))
+            m.end_env_error(result.error)
+            return
+        action_ids = [int(i) for i in gen.token_ids]
+        obs, reward, terminated, truncated, info, env_s = (result.obs, result.reward, result.terminated,
+                                                            result.truncated, result.info, result.env_s)
         self.stats["env_s"] += env_s
-        reward = float(reward)
         if not math.isfinite(reward):  # kept as given (the store keeps it); the trainer drops the group
             log.warning(
                 "%s returned a non-finite reward %r (task %r, turn %d); the episode is marked "
-                "meta['train_excluded']='nonfinite_reward'", self.env_id or type(m.env.unwrapped).__name__, reward,
+                "meta['train_excluded']='nonfinite_reward'", self.env_id or m.env.name, reward,
                 m.task_id, len(conv.turns),
             )  # fmt: skip
             m.nonfinite_reward = True
@@ -578,7 +611,7 @@ class Collector:
                 turn_info[key] = info[key]
         if conv.abstract_state is not None:  # the state this turn's action was taken from (pvd)
             turn_info["abstract_state"] = conv.abstract_state
-        if m.env.unwrapped.metadata.get("two_player"):  # the match-wide order of moves (two-player branching)
+        if m.env.metadata.get("two_player"):  # the match-wide order of moves (two-player branching)
             turn_info[MATCH_STEP] = sum(len(c.turns) for c in m.convs.values())
         conv.add_turn(action_ids, gen, mask, float(reward), bool(info.get("invalid", False)), turn_info)
         if m.obs_role == "continuation":
@@ -591,7 +624,6 @@ class Collector:
         self._observe(m, next_role, obs, info)
         if terminated or truncated:
             m.end_env(bool(terminated), dict(info))
-            m.backend_log = _backend_log(m.env)
 
     def _finish_bucket(self, matches: list[Match]) -> list[Episode]:
         matches.sort(key=lambda x: x.spec.member)
@@ -612,7 +644,7 @@ class Collector:
                 episodes.append(ep)
         if self.probes and episodes:
             t0 = time.perf_counter()
-            episodes = apply_probes(self.probes, episodes, self.policy_for, matches[0].env.unwrapped.metadata)
+            episodes = apply_probes(self.probes, episodes, self.policy_for, matches[0].env.metadata)
             episodes = [_keep_prefix(ep) for ep in episodes]
             self.stats["probe_s"] += time.perf_counter() - t0
         if self.store is not None:
@@ -630,15 +662,17 @@ def _keep_prefix(ep: Episode) -> Episode:
     return dataclasses.replace(ep, turns=(*original.turns[:k], *ep.turns[k:]), probe0=dict(original.probe0), meta=meta)
 
 
-def _backend_log(env: gymnasium.Env) -> list[Any]:
-    """The finished episode's backend response log (ENVS.md section 0), empty for offline envs."""
-    get_state = getattr(env.unwrapped, "get_state", None)
-    if get_state is None:
-        return []
-    try:
-        return list(get_state().get("backend_log") or [])
-    except NotImplementedError:
-        return []
+def _match_moves(spec: StartSpec) -> list[tuple[int, str, int]]:
+    """A two-player branch's replay: `(match step, role, turn index)` of both roles' moves before the
+    branch point, in match order."""
+    ep, partner = spec.prefix, spec.partner
+    assert ep is not None and partner is not None
+    if any(MATCH_STEP not in t.info for t in (*ep.turns, *partner.turns)):
+        raise ValueError(f"branch: episode {ep.episode_id} has no Turn.info[{MATCH_STEP!r}]; it was not collected "
+                         "by this Collector from a two-player env (metadata['two_player'])")
+    at = int(ep.turns[spec.prefix_turns].info[MATCH_STEP])
+    return sorted((int(t.info[MATCH_STEP]), e.role, j) for e in (ep, partner) for j, t in enumerate(e.turns)
+                  if int(t.info[MATCH_STEP]) < at)  # fmt: skip
 
 
 def _progress(total: int) -> tuple[Any, Any]:

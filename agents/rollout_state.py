@@ -7,8 +7,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import gymnasium
-
 from creditgym.agents.base import Generation
 from creditgym.agents.rollout_chat import ChatRenderer
 from creditgym.agents.rollout_history import HistoryPolicy
@@ -75,7 +73,7 @@ class Match:
     """One env episode in flight (two-player envs: one conversation per role)."""
 
     spec: StartSpec
-    env: gymnasium.Env
+    env: Any  # an env_workers.EnvHandle: the env lives in a worker (or in this process)
     env_key: str
     obs_role: str
     stop: tuple[str, ...]
@@ -93,6 +91,7 @@ class Match:
     history: HistoryPolicy = field(default_factory=HistoryPolicy)
     generation_error: bool = False
     nonfinite_reward: bool = False
+    env_error: str = ""  # the env failed and replay on a fresh env could not recover it (env_workers.py)
 
     def end_collector_truncated(self) -> None:
         self.done, self.truncated, self.terminated, self.collector_truncated = True, True, False, True
@@ -100,6 +99,10 @@ class Match:
     def end_generation_error(self) -> None:
         """The backend returned no action (`finish_reason="error"`): end as a backend failure."""
         self.done, self.truncated, self.terminated, self.generation_error = True, True, False, True
+
+    def end_env_error(self, error: str) -> None:
+        """The env failed even on a fresh env: end truncated, the error recorded."""
+        self.done, self.truncated, self.terminated, self.env_error = True, True, False, error
 
     def end_env(self, terminated: bool, info: dict[str, Any]) -> None:
         self.done, self.terminated, self.truncated = True, terminated, not terminated
@@ -130,6 +133,8 @@ def build_episodes(m: Match, run_id: str) -> list[Episode]:
             outcome = {"success": 0.0, "return": float(sum(rewards)), "generation_error": 1.0}
         elif m.collector_truncated:
             outcome = {"success": 0.0, "return": float(sum(rewards)), "collector_truncated": 1.0}
+        elif m.env_error:
+            outcome = {"success": 0.0, "return": float(sum(rewards)), "env_error": 1.0}
         else:
             by_role = m.final_info.get("reward_components_by_role")
             comps = by_role.get(role) if isinstance(by_role, dict) and role in by_role else m.final_info.get("reward_components")
@@ -144,6 +149,8 @@ def build_episodes(m: Match, run_id: str) -> list[Episode]:
             meta["backend_log"] = m.backend_log
         if m.generation_error:  # the trainer drops every group holding such an episode (issue 17)
             meta["train_excluded"] = "generation_error"
+        elif m.env_error:
+            meta["train_excluded"], meta["env_error"] = "env_error", m.env_error[-2000:]
         elif m.nonfinite_reward or not all(math.isfinite(r) for r in rewards):
             meta["train_excluded"] = "nonfinite_reward"
         out.append(Episode(

@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "eval": "Success and reward per difficulty on test-split seeds, as a table.",
     "recredit": "Run an estimator on saved rollouts (no model) and write them with per-turn and per-token advantages.",
     "view": "Write the per-token credit report of a run directory or rollouts file as one self-contained HTML file.",
+    "serve": "Serve a checkpoint over the OpenAI API with exact token ids, logprobs and vLLM's weight-sync endpoints.",
+    "gateway": "Proxy an outside agent's OpenAI calls to a server and record each session as a creditgym Episode.",
 }
 
 

@@ -14,8 +14,10 @@ from typer.core import TyperCommand, TyperGroup
 # target -> module of creditgym.benchmarks whose `main` runs it
 BENCH_TARGETS: dict[str, str] = {
     "accuracy": "accuracy",
+    "async": "async_collect",
     "credit": "credit",
     "frontier": "frontier",
+    "gateway": "gateway",
     "head": "head",
     "reliability": "reliability",
     "rollout": "rollout",

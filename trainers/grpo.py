@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,13 @@ from creditgym.credit.registry import check_branches_spec, knob_default, trains_
 from creditgym.registry import difficulty_presets
 from creditgym.store import RolloutStore
 from creditgym.trainers import flowrl, losses
+from creditgym.trainers.async_collect import (
+    StalenessPipeline,
+    clone_weights,
+    snapshot_generator,
+    weight_loader,
+    with_version,
+)
 from creditgym.trainers.curriculum import CURRICULA, TaskSampler, UniformSampler
 from creditgym.trainers.logprobs import row_logprobs
 from creditgym.trainers.loop import TrainerLoop, check_finite_config
@@ -120,6 +128,15 @@ class RLConfig:
     "window:K" (last K actions); None = the env's `metadata["history"]` (Device: window, k=1)."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Env constructor kwargs (merged under the trainer's `env_kwargs=` argument)."""
+    env_workers: int = 0
+    """Env workers that reset and step the envs while generation stays batched here (agents/env_workers.py):
+    0 steps them one after the other in this process; N overlaps env latency (sandbox, retrievers)."""
+    env_worker_backend: str = "thread"
+    """Where the env workers run: "thread", "process" or "ray" (`pip install 'creditgym[ray]'`)."""
+    max_staleness: int = 0
+    """Async collection (trainers/async_collect.py): the rollout of step t+1 runs on a background thread
+    while step t updates, on a copy of the policy (or `generator=`) at most this many versions behind
+    the learner; turns TIS on (`tis_cap=2.0` unless set). 0 = the synchronous loop."""
     # --------------------------------------------------------------- optimisation
     lr: float = 1e-5
     """AdamW learning rate: 1e-6..1e-5 for pretrained LLMs (verl/TRL); the tiny model takes ~1e-4."""
@@ -166,7 +183,9 @@ class RLConfig:
     entropy_coef: float = 0.0
     """Entropy bonus weight (0 in LLM practice; CleanRL PPO uses 0.01)."""
     tis_cap: float | None = None
-    """Truncated importance sampling cap between generator and trainer (2.0 when on; None = off)."""
+    """Truncated importance sampling cap between generator and trainer (METHODS.md 1.8). None: 2.0
+    whenever another model samples (`generator=`, e.g. VLLMPolicy or an OpenAIPolicy server, or
+    `max_staleness > 0`), off when the trained policy samples; 0 turns it off even then."""
     tis_level: str = "token"
     # --------------------------------------------------------------- DAPO extras
     dynamic_sampling: bool = False
@@ -229,6 +248,23 @@ class GRPOConfig(RLConfig):
     """"paper" (clip to 1 +- eps), "max10" (an older release: upper clamp 10) or "none"."""
     logz_layers: int = 3
     """Linear layers of FlowRL's log-partition head on the prompt's last hidden states (release: 3)."""
+
+
+DEFAULT_TIS_CAP = 2.0
+"""TIS cap when a separate generator samples (Yao et al.'s 32B setting, METHODS.md 1.8)."""
+
+
+def resolve_tis_cap(cfg: RLConfig, separate_generator: bool) -> RLConfig:
+    """`cfg` with the TIS cap in force: DEFAULT_TIS_CAP when another model samples and `tis_cap` is
+    None (its logprobs differ from the trainer's even for the same weights), None for the explicit
+    opt-out `tis_cap=0`; otherwise `cfg` itself."""
+    if cfg.tis_cap is not None and cfg.tis_cap < 0:
+        raise ValueError(f"tis_cap={cfg.tis_cap}: use a cap > 0 (2.0 is usual), 0 to turn TIS off, or None for the default")
+    if cfg.tis_cap is None and separate_generator:
+        log.info("a separate generator samples: truncated importance sampling on, tis_cap=%s (tis_cap=0 turns it off)",
+                 DEFAULT_TIS_CAP)  # fmt: skip
+        return dataclasses.replace(cfg, tis_cap=DEFAULT_TIS_CAP)
+    return dataclasses.replace(cfg, tis_cap=None) if cfg.tis_cap == 0 else cfg
 
 
 def estimator_needs(cfg: RLConfig) -> dict[str, Any]:
@@ -307,6 +343,7 @@ class GRPOTrainer(TrainerLoop):
     ):
         cfg = config if config is not None else GRPOConfig()
         name = type(self).__name__
+        cfg = resolve_tis_cap(cfg, generator is not None or cfg.max_staleness > 0)  # METHODS.md 1.8
         if isinstance(cfg, GRPOConfig) and cfg.objective not in ("pg", "flowrl"):
             raise ValueError(f"unknown objective {cfg.objective!r}; use 'pg' or 'flowrl'")
         flow_on = isinstance(cfg, GRPOConfig) and cfg.objective == "flowrl"
@@ -368,6 +405,7 @@ class GRPOTrainer(TrainerLoop):
                       if cfg.opponent_pool_every else None)  # fmt: skip
         if self.pools is not None:
             self.env_kwargs = self.pools.env_kwargs(self.env_kwargs)  # a single-role "pool" opponent
+        self.pipeline = self._build_pipeline(cfg, collector)  # max_staleness > 0: collect on a worker thread
         self.collector = collector if collector is not None else self._build_collector(cfg)
         self._setup_loop(learners, cfg, cfg.steps)
         self.maybe_resume()
@@ -396,6 +434,27 @@ class GRPOTrainer(TrainerLoop):
                              "the env's gold-scored outcome: use dynamic_sampling_metric='return' and no outcome_key")  # fmt: skip
         if cfg.overlong_scope not in ("turn", "episode"):
             raise ValueError("overlong_scope must be 'turn' or 'episode'")
+        if cfg.max_staleness < 0:
+            raise ValueError(f"max_staleness={cfg.max_staleness}: use 0 (synchronous) or a positive bound on the "
+                             "policy versions between generator and learner (1 overlaps one collection with one update)")  # fmt: skip
+        if cfg.max_staleness > 0 and (len(self.policies) > 1 or "agent" not in self.policies or cfg.opponent_pool_every):
+            raise ValueError("max_staleness > 0 trains one policy; self-play and opponent pools collect with the live "
+                             "policies: set max_staleness=0")  # fmt: skip
+        if cfg.max_staleness > 0 and cfg.dynamic_sampling:
+            raise ValueError("max_staleness > 0 collects one round per step; DAPO dynamic sampling needs a variable "
+                             "number of rounds: set dynamic_sampling=False or max_staleness=0")  # fmt: skip
+
+    def _build_pipeline(self, cfg: RLConfig, collector: Collector | None) -> StalenessPipeline | None:
+        """Under max_staleness > 0: the generator (a copy of the policy unless `generator=` was given)
+        and the worker that collects on it (async_collect.py)."""
+        if cfg.max_staleness == 0:
+            return None
+        if self.generator is None:
+            if collector is not None:
+                raise ValueError("max_staleness > 0 collects on a generator separate from the learner; with a ready "
+                                 "collector= pass that collector's policy as generator= too, or set max_staleness=0")  # fmt: skip
+            self.generator = snapshot_generator(self.policies["agent"])
+        return StalenessPipeline(cfg.max_staleness, weight_loader(self.generator, self.policies["agent"]))
 
     def _build_collector(self, cfg: RLConfig) -> Collector:
         probe = self.needs.get("probe")
@@ -413,10 +472,14 @@ class GRPOTrainer(TrainerLoop):
             sampling=Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens),
             max_context_tokens=cfg.max_context_tokens,
             history=cfg.history,
+            workers=cfg.env_workers,
+            worker_backend=cfg.env_worker_backend,
         )
 
     def state_dict(self) -> dict[str, Any]:
         """Data position (the task generator, the collect counter, the Collector's counters) and critics."""
+        # first: waits for the async worker, which moves the collect counter, Collector and reward states
+        pipeline = self.pipeline.state_dict() if self.pipeline is not None else None
         return {
             "rng": self.rng.bit_generator.state,
             "collect_calls": self.collect_calls,
@@ -426,9 +489,12 @@ class GRPOTrainer(TrainerLoop):
             "reward_transforms": copy.deepcopy(self.reward_states),
             "task_sampler": self.task_sampler.state_dict() if hasattr(self.task_sampler, "state_dict") else None,
             "opponent_pools": self.pools.state_dict() if self.pools is not None else None,
+            "pipeline": pipeline,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.pipeline is not None and state.get("pipeline") is not None:
+            self.pipeline.load_state_dict(state["pipeline"])
         self.rng.bit_generator.state = state["rng"]
         self.collect_calls = int(state["collect_calls"])
         self.collector.load_state_dict(state["collector"])
@@ -445,16 +511,19 @@ class GRPOTrainer(TrainerLoop):
             self.reward_states = copy.deepcopy(list(state["reward_transforms"]))
         if state.get("task_sampler") is not None:
             self.task_sampler.load_state_dict(state["task_sampler"])  # type: ignore[attr-defined]
+        if self.generator is not None and self.pipeline is None:  # resumed: the generator samples with the restored weights
+            self.generator.sync_from(self.policies["agent"] if "agent" in self.policies else next(iter(self.policies.values())))
 
     # ------------------------------------------------------------------ collect
-    def _collect_round(self) -> tuple[list[TaskSpec], list[Episode], dict[str, float]]:
+    def _collect_round(self, specs: list[TaskSpec] | None = None, step: int | None = None,
+                       ) -> tuple[list[TaskSpec], list[Episode], dict[str, float]]:  # fmt: skip
         """One generation round: the sampled specs, their episodes (reward transforms applied) and the
-        transforms' metrics."""
+        transforms' metrics. The async worker passes the specs it was given and the step its batch is for."""
         cfg = self.config
-        specs = self.task_sampler.sample(cfg.num_groups, self.rng)
+        specs = self.task_sampler.sample(cfg.num_groups, self.rng) if specs is None else specs
         seed = derive_seed(cfg.seed, self.collect_calls)
         self.collect_calls += 1
-        self.collector.set_env_attr("training_step", self.step_idx)  # env curricula (SimSearch's noise)
+        self.collector.set_env_attr("training_step", self.step_idx if step is None else step)  # env curricula (SimSearch's noise)
         if self.pools is not None:  # self-play: snapshot every N updates, play drawn opponents
             episodes = mark_excluded_groups(self.pools.collect(self.collector, cfg.num_groups, seed, specs, self.step_idx))
         else:
@@ -606,12 +675,58 @@ class GRPOTrainer(TrainerLoop):
 
     # ------------------------------------------------------------------ one round
     def _step(self) -> dict[str, float]:
-        cfg = self.config
         with self.timer("rollout"):  # collect -> reward transforms -> dynamic sampling
-            episodes, played, metrics = self.collect_rounds()
+            if self.pipeline is None:
+                episodes, played, metrics = self.collect_rounds()
+                episodes = with_version(episodes, self.step_idx)
+            else:  # async: this step's batch from the worker, which starts on the next ones meanwhile
+                episodes, played, metrics = self._collect_async()
         if self.store is not None:
             self.store.extend(episodes)
-        trained, rollouts, dropped = split_for_training(episodes)
+        return self.train_on(episodes, played, metrics)  # credit -> task sampler -> update -> critic -> sync
+
+    def _collect_async(self) -> tuple[list[Episode], list[tuple[list[TaskSpec], list[Episode]]], dict[str, float]]:
+        """Submit the batches up to step + max_staleness (generated by this version), then wait for
+        this step's batch; its metrics gain the version gap and the overlap (async_collect.py)."""
+        assert self.pipeline is not None
+        cfg, model = self.config, self.policies["agent"].model
+        self.pipeline.submit_up_to(self.step_idx, self.total_steps - 1, weights=functools.partial(clone_weights, model),
+                                   specs_for=lambda: self.task_sampler.sample(cfg.num_groups, self.rng),
+                                   collect=self._collect_batch)  # fmt: skip
+        batch, wait_s = self.pipeline.take(self.step_idx)
+        return batch.episodes, batch.played, {**batch.metrics, **self.pipeline.metrics(batch, self.step_idx, wait_s)}
+
+    def _collect_batch(self, specs: list[TaskSpec], index: int,
+                       ) -> tuple[list[Episode], list[tuple[list[TaskSpec], list[Episode]]], dict[str, float]]:  # fmt: skip
+        """One async batch (on the worker): `collect_rounds` without dynamic sampling, for given specs."""
+        specs, episodes, metrics = self._collect_round(specs, step=index)
+        return episodes, [(specs, episodes)], metrics
+
+    def train(self) -> dict[str, float]:
+        """TrainerLoop.train, then the async worker (if any) is stopped."""
+        try:
+            return super().train()
+        finally:
+            if self.pipeline is not None:
+                self.pipeline.close()
+
+    def train_on(
+        self,
+        episodes: Sequence[Episode],
+        played: Sequence[tuple[list[TaskSpec], list[Episode]]] | None = None,
+        metrics: dict[str, float] | None = None,
+    ) -> dict[str, float]:
+        """Credit -> task-sampler update -> policy update -> critic -> sync on `episodes` collected
+        anywhere (this trainer's Collector, or a gateway whose server sampled the tokens and logprobs).
+
+        `played` is every generation round's (specs, episodes) for the task sampler (None: the
+        sampler is not told, as for episodes that came without specs); `metrics` are the collection's,
+        extended and returned. It neither advances `step_idx` nor writes episodes.jsonl (`step()` and
+        `_step` do: a caller outside the loop logs and counts itself). Under `max_staleness > 0` the
+        generator's weights are the async worker's to load, so it does not sync them."""
+        cfg = self.config
+        metrics = dict(metrics) if metrics is not None else {}
+        trained, rollouts, dropped = split_for_training(list(episodes))
         metrics.update(episode_metrics(trained))
         metrics.update(tool_metrics(trained))  # tool calls per episode, correct answers per call (OTC)
         metrics.update(dropped)
@@ -639,8 +754,9 @@ class GRPOTrainer(TrainerLoop):
                 )
             credited[role] = (batch, adv, mask_BT, ref_BT)
         # curriculum (SEC): every played group with its advantages, zero for the groups not trained
-        metrics.update(self.update_task_sampler(played, {k: v for b, a, _, _ in credited.values()
-                                                         for k, v in turn_advantages(b, a).items()}))  # fmt: skip
+        if played is not None:
+            metrics.update(self.update_task_sampler(played, {k: v for b, a, _, _ in credited.values()
+                                                             for k, v in turn_advantages(b, a).items()}))  # fmt: skip
         for role, (batch, adv, mask_BT, ref_BT) in credited.items():
             prefix = f"{role}/" if several else ""
             with self.timer("update"):
@@ -656,7 +772,7 @@ class GRPOTrainer(TrainerLoop):
                 if role in self.critics:
                     metrics.update({f"{prefix}{k}": v for k, v in self.critics[role].fit(batch, adv).items()})
         with self.timer("sync"):
-            if self.generator is not None:
+            if self.generator is not None and self.pipeline is None:  # async: the worker loads its weights
                 self.generator.sync_from(self.policies["agent"] if "agent" in self.policies else next(iter(self.policies.values())))
         metrics.update(self.timer.pop())
         return metrics

@@ -110,7 +110,8 @@ function epHtml(i) {
   let h = `<div class="ep" data-i="${i}"><div class="eh"><span>${esc(e.id)}</span><span>task ${esc(e.k)}</span>` +
     `<span>group <button class="grp" data-g="${esc(e.g)}" title="show the group side by side">${esc(e.g)} ↔</button></span>` +
     `<span>${esc(e.r)}</span><span class="${e.s ? 'ok' : 'no'}">${e.s ? '✔ success' : '✘ failure'}</span>` +
-    `<span>return ${f4(e.R)}</span><span>${e.T.length} turns${e.x ? ' (truncated)' : ''}</span>`;
+    `<span>return ${f4(e.R)}</span><span>${e.T.length} turns${e.x ? ' (truncated)' : ''}</span>` +
+    (e.v !== undefined ? `<span>policy v${e.v}</span>` : '');
   if (n) h += `<span class="flag">${n} turn(s) disagree</span>`;
   h += '</div>';
   for (let k = 0; k < e.T.length; k++) h += turnHtml(e, i, k);

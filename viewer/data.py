@@ -4,7 +4,8 @@
 
 * `est`: estimator names; `S`: a string table (observations, state keys: groups share them);
 * `E`: one record per episode: `id`, `g` group, `k` task, `r` role, `s` success (0/1), `R` return,
-  `x` 1 when truncated, `f` final observation (string index), `q` probe0, `mc` / `se` the
+  `x` 1 when truncated, `v` the policy version that generated it (`meta["policy_version"]`, when
+  recorded), `f` final observation (string index), `q` probe0, `mc` / `se` the
   Monte-Carlo truth per turn and its standard error (when saved with the episode), `T` turns and `A`
   advantages (one entry per estimator: `k` per turn, `t` per turn a number when every action token
   has that turn's value, else one per token; None where the episode carries no credit);
@@ -190,6 +191,8 @@ def report_data(
         }  # fmt: skip
         if ep.truncated:
             rec["x"] = 1
+        if isinstance(ep.meta.get("policy_version"), int):  # trainers.async_collect.POLICY_VERSION
+            rec["v"] = ep.meta["policy_version"]
         if ep.probe0:
             rec["q"] = {k: _r(v, 3) for k, v in ep.probe0.items() if isinstance(v, (int, float))}
         rec.update(_mc_truth(ep))

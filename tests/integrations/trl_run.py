@@ -73,3 +73,9 @@ if __name__ == "__main__":
     record = {"episodes": [ep.to_dict() for ep in trainer.last_episodes], "ids": ids.tolist(), "advantages": adv.tolist()}
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(record, f)
+    trainer.accelerator.wait_for_everyone()
+    trainer.collector.close()
+    # tear gloo down before exit: a process group left to interpreter shutdown can abort a rank
+    # ("terminate called without an active exception") on a loaded machine
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
