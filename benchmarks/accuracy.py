@@ -380,6 +380,9 @@ def measure_accuracy(
     try:
         if truth_from:
             base, truth, base_s, truth_s, branches = _load_truth(truth_from, env_id, env_kwargs)
+            if not all("greedy_return" in e.meta for e in base):  # greedy rollouts belong to the base collection
+                skipped.update({n: "needs greedy rollouts collected with the base episodes: measure it without --truth"
+                                for n in names if skipped[n] is None and needs_of[n].get("greedy")})  # fmt: skip
         else:
             base, truth, base_s, truth_s = _collect_truth(collector, num_groups, seed, branches, gamma)
         if save_episodes:

@@ -266,6 +266,20 @@ def test_process_workers_refuse_unpicklable_env_fns() -> None:
     col.close()
 
 
+def test_ray_actors_give_the_serial_episodes_in_ci() -> None:
+    """The CI-sized Ray check (issue 23): a local `ray.init(num_cpus=2)`, two actors, the scripted
+    expert on SearchEasy; the full matrix (tiny model, ToolsPython) is the slow test below."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        policy = ScriptedPolicy.for_env(SEARCH_EASY)
+        serial, _ = _collect(policy, SEARCH_EASY)
+        on_ray, stats = _collect(policy, SEARCH_EASY, workers=2, backend="ray")
+        assert on_ray == serial and stats["env_errors"] == 0 and any(e.num_turns > 1 for e in serial)
+    finally:
+        ray.shutdown()
+
+
 @pytest.mark.slow  # ~85 s under load (ray.init and two actors importing torch)
 def test_ray_workers_give_the_serial_episodes(tiny_policy: Any) -> None:
     ray = pytest.importorskip("ray")

@@ -196,6 +196,8 @@ def test_a_saved_truth_is_reused_with_the_same_rows(tmp_path):
     assert rows(again) == rows(first)
     assert again.truth.ceiling_spearman == first.truth.ceiling_spearman and again.truth.branches == 8
     assert again.truth.episodes == 0 and again.config["truth_from"] == path
+    greedy = measure_accuracy(chain.ENV_ID, truth_from=path, **{**kw, "estimators": ["remax"]})
+    assert greedy.rows[0].skipped.startswith("needs greedy rollouts")
     saved = RolloutStore(path).read()
     assert all(set(e.meta["mc_truth"]) >= {"adv", "se", "value", "half1", "half2", "branches"} for e in saved)
 
