@@ -7,7 +7,7 @@ logprobs recorded at temperature 1.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Context", "Generation", "Policy", "Sampling", "Tokenizer", "TrainablePolicy", "WeightSyncedGenerator"]
+__all__ = ["Context", "Generation", "Policy", "Sampling", "Tokenizer", "TrainablePolicy", "WeightSyncedGenerator", "cut_at_stop"]
 
 
 @dataclass
@@ -165,3 +165,17 @@ class WeightSyncedGenerator(Policy, Protocol):
     policy's weights (VLLMPolicy: into the running engine; HFPolicy: a second copy)."""
 
     def sync_from(self, policy: TrainablePolicy) -> Any: ...
+
+
+def cut_at_stop(ids: list[int], stops: Sequence[str], decode: Callable[[list[int]], str]) -> tuple[list[int], str]:
+    """The shortest prefix of `ids` whose decoded text holds one of `stops`, and that text; `ids` whole
+    when none occurs. For generation backends that return tokens without applying the env's stop
+    strings (TRL's, verl's server manager), cut client-side as vLLM would."""
+    text = decode(ids)
+    if not any(s in text for s in stops):
+        return ids, text
+    for n in range(1, len(ids) + 1):
+        t = decode(ids[:n])
+        if any(s in t for s in stops):
+            return ids[:n], t
+    return ids, text

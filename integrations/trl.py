@@ -32,6 +32,7 @@ import torch
 
 from creditgym import CreditBatch, Episode, TaskSpec
 from creditgym.agents import Collector, Context, Generation, Sampling
+from creditgym.agents.base import cut_at_stop
 from creditgym.credit import ESTIMATORS, compute
 
 try:
@@ -85,18 +86,6 @@ def check_trl_compatible(estimator: str, args: GRPOConfig) -> None:
             f"TRL options {bad} assume one advantage per sequence; creditgym gives one per token. Turn them off, "
             f"or use {OWN_TRAINER}"
         )
-
-
-def cut_at_stop(ids: list[int], stops: Sequence[str], decode: Any) -> tuple[list[int], str]:
-    """The shortest prefix of `ids` whose text holds a stop string (the backend's own stop, as vLLM does)."""
-    text = decode(ids)
-    if not any(s in text for s in stops):
-        return ids, text
-    for n in range(1, len(ids) + 1):
-        t = decode(ids[:n])
-        if any(s in t for s in stops):
-            return ids[:n], t
-    return ids, text
 
 
 class TRLGenerator:

@@ -45,6 +45,7 @@ import torch
 
 from creditgym import CreditBatch, Episode, TaskSpec
 from creditgym.agents import Collector, Context, Generation, Sampling
+from creditgym.agents.base import cut_at_stop
 from creditgym.credit import ESTIMATORS, compute
 from creditgym.token_batch import dense_ids, prefix_node_ids
 
@@ -155,18 +156,6 @@ def episode_output(ep: Episode, group: str, prompt_length: int, response_length:
             "final_abstract_state": None if final is None else str(final),
         }},
     }
-
-
-def cut_at_stop(ids: list[int], stops: Sequence[str], decode: Callable[[list[int]], str]) -> tuple[list[int], str]:
-    """The shortest prefix of `ids` whose text holds a stop string (the env's stop, applied client-side)."""
-    text = decode(ids)
-    if not any(s in text for s in stops):
-        return ids, text
-    for n in range(1, len(ids) + 1):
-        t = decode(ids[:n])
-        if any(s in t for s in stops):
-            return ids[:n], t
-    return ids, text
 
 
 class ServerPolicy:
