@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import gymnasium
 import numpy as np
 import typer
 
@@ -187,14 +188,16 @@ def _flat(turn_BK: Any, base: Sequence[Episode]) -> np.ndarray:
     return np.asarray([a_BK[b, k] for b, ep in enumerate(base) for k in range(ep.num_turns)], np.float64)
 
 
-def _env_metadata(env_id: str | Sequence[Any], env_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
-    import gymnasium
-
+def _make_env(env_id: str | Sequence[Any], env_kwargs: Mapping[str, Any] | None) -> Any:
+    """A fresh env: `gymnasium.make(env_id, **env_kwargs)`, or the first of a list of env constructors."""
     if isinstance(env_id, str):
-        env = gymnasium.make(env_id, **dict(env_kwargs or {}))
-    else:
-        make_env: Any = env_id[0]
-        env = make_env()
+        return gymnasium.make(env_id, **dict(env_kwargs or {}))
+    make_env: Any = env_id[0]
+    return make_env()
+
+
+def _env_metadata(env_id: str | Sequence[Any], env_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    env = _make_env(env_id, env_kwargs)
     try:
         return dict(env.unwrapped.metadata)
     finally:
@@ -275,13 +278,7 @@ def reannotate(episodes: Sequence[Episode], env_id: str | Sequence[Any], env_kwa
     `state_key` and `abstract_state` of every turn, and the final abstract state, onto the episode.
     The determinism contract makes the replay exact; a reward that differs from the recorded one
     means the env or its kwargs changed the dynamics, and raises."""
-    import gymnasium
-
-    if isinstance(env_id, str):
-        env = gymnasium.make(env_id, **dict(env_kwargs or {})).unwrapped
-    else:
-        make_env: Any = env_id[0]
-        env = make_env().unwrapped
+    env = _make_env(env_id, env_kwargs).unwrapped
     out = []
     try:
         for ep in episodes:
