@@ -432,13 +432,25 @@ class Gateway:
             h.send_header("Transfer-Encoding", "chunked")
             h.end_headers()
             rec = StreamRecorder(body, chat)
+            recorded = False
+
+            def record() -> None:  # before the client can see the end of the stream, so that a
+                nonlocal recorded  # client reading `calls()` right after its last chunk finds it
+                if not recorded:
+                    recorded = True
+                    recs = rec.records()
+                    with self._lock:
+                        self._session(sid).calls.extend(recs)
+
             try:
                 for line in r.iter_lines():
                     if not line.startswith("data:"):
                         continue
                     text = line[5:].strip()
                     data = None if text == "[DONE]" else json.loads(text)
-                    if data is not None and rec.add(data):
+                    if data is None:
+                        record()
+                    elif rec.add(data):
                         _shape_for_client(data, wants_lp, wants_ids)
                         text = json.dumps(data)
                     h.send_chunk(f"data: {text}\n\n".encode())
@@ -451,12 +463,10 @@ class Gateway:
                 h.send_chunk(b"data: " + error + b"\n\n")
                 h.send_chunk(b"")
                 return
+            record()
             h.send_chunk(b"")
         finally:
             r.close()
-        recs = rec.records()
-        with self._lock:
-            self._session(sid).calls.extend(recs)
 
 
 # ---------------------------------------------------------------------- the driver
