@@ -1,10 +1,15 @@
 """Compare credit estimators on one multi-turn env from one shared SFT checkpoint.
 
     python examples/compare_credit.py --estimators grpo,gigpo,turn_return,igpo --seeds 0,1,2 --steps 24
+    python examples/compare_credit.py --env creditgym/Tools-v0 --env-kwargs '{"difficulty": 2}' \\
+        --estimators grpo,rebn,pvd,turn_return --json tools2.json
 
 The warm start is the quickstart's (tiny model, induction warm-up, SFT on an imperfect expert), made
 once and saved; every run loads it and gets the same sample budget (steps x groups x group size
-episodes). The table shows test-split success vs samples, mean and spread over seeds. igpo needs
+episodes: compare estimators that cost 1x episodes, as the grpo family, rebn, gigpo and pvd do; a
+branching one, e.g. spo or vineppo, would spend more env episodes than the table counts). The table shows test-split
+success vs training episodes, mean and spread over seeds, the episodes each run needed to reach
+`--threshold` (its first evaluation at or above it) and the area under each curve. igpo needs
 gold-answer probes, which the trainer requests from the estimator's `needs`. The RL flags are
 GRPOConfig's fields, spelled as in `creditgym train --trainer grpo` (`--list-flags`), with the
 quickstart's RL defaults; `--estimator` and `--seed` are set per run from `--estimators` and `--seeds`.
@@ -17,7 +22,7 @@ import statistics
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 import tyro
@@ -36,56 +41,103 @@ class Args:
     """RL: every GRPOConfig field"""
     estimators: str = "grpo,gigpo,turn_return,igpo"
     seeds: str = "0,1,2"
+    env: str | None = None
+    """env id (None: the quickstart's SearchEasy with its train/test settings); its `--env-kwargs`
+    (default none) serve training (train split), the warm start and evaluation (test split)"""
     eval_every: int = 8
     n_eval: int = 200
+    threshold: float | None = None
+    """success level for "episodes to threshold" (None: halfway from the start to the best mean)"""
+    json: str | None = None
+    """write the result here as well"""
     hidden: int | None = None
     """tiny model width (None: the quickstart's, as for the knobs below)"""
     layers: int | None = None
     expert_episodes: int | None = None
     sft_epochs: int | None = None
     induction_steps: int | None = None
+    epsilon: float | None = None
+    """action noise of the warm start's scripted expert"""
+
+
+def _episodes_to(curve: list[float], samples: list[int], level: float) -> int | None:
+    return next((n for n, s in zip(samples, curve, strict=True) if s >= level), None)
+
+
+def _auc(curve: list[float], samples: list[int]) -> float:
+    """Mean success over the budget (trapezoids over training episodes)."""
+    area = sum((samples[i + 1] - samples[i]) * (curve[i] + curve[i + 1]) / 2 for i in range(len(curve) - 1))
+    return area / max(samples[-1] - samples[0], 1)
+
+
+def summarize(results: dict[str, dict[int, list[float]]], samples: list[int], threshold: float | None) -> dict[str, Any]:
+    """Per estimator: mean ± sd success at each evaluation, episodes to `threshold` per seed, AUC."""
+    start = statistics.mean(c[0] for by_seed in results.values() for c in by_seed.values())
+    best = max(statistics.mean(c[i] for c in by_seed.values()) for by_seed in results.values()
+               for i in range(len(samples)))  # fmt: skip
+    level = threshold if threshold is not None else start + (best - start) / 2
+    table: dict[str, Any] = {}
+    for name, by_seed in results.items():
+        curves = list(by_seed.values())
+        reach = [_episodes_to(c, samples, level) for c in curves]
+        aucs = [_auc(c, samples) for c in curves]
+        table[name] = {
+            "curve": [{"samples": samples[i], "mean": statistics.mean(c[i] for c in curves),
+                       "sd": statistics.pstdev([c[i] for c in curves])} for i in range(len(samples))],
+            "episodes_to_threshold": reach,
+            "reached": sum(r is not None for r in reach),
+            "auc_mean": statistics.mean(aucs), "auc_sd": statistics.pstdev(aucs),
+        }  # fmt: skip
+    return {"threshold": level, "table": table}
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = tyro.cli(Args, args=argv, description=__doc__, registry=CONFIG_FLAGS)
-    rl = args.train
     overrides = {"hidden_size": args.hidden, "num_layers": args.layers, "expert_episodes": args.expert_episodes,
-                 "sft_epochs": args.sft_epochs, "induction_steps": args.induction_steps}  # fmt: skip
+                 "sft_epochs": args.sft_epochs, "induction_steps": args.induction_steps,
+                 "epsilon": args.epsilon}  # fmt: skip
     qs = replace(QuickstartConfig(progress=False), **{k: v for k, v in overrides.items() if v is not None})
+    rl, env_id, warm_kw = args.train, qs.env_id, None
+    ev: dict[str, Any] = {**qs.eval_kwargs(), "n_eval": args.n_eval}
+    if args.env is not None:
+        quickstart_kw = QuickstartConfig().train_env_kwargs()
+        env_id, kw = args.env, {k: v for k, v in rl.env_kwargs.items() if rl.env_kwargs != quickstart_kw}
+        kw.pop("split", None)
+        qs = replace(qs, env_id=env_id)
+        warm_kw = {**kw, "split": "train"}
+        rl = replace(rl, env_kwargs=warm_kw)
+        ev["env_kwargs"] = kw
     torch.set_num_threads(qs.threads)
-    ev = {**qs.eval_kwargs(), "n_eval": args.n_eval}
     results: dict[str, dict[int, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        policy, _ = warm_start(qs, tmp)
+        policy, _ = warm_start(qs, tmp, env_kwargs=warm_kw)
         ckpt = policy.save(Path(tmp) / "sft")
-        start = evaluate(policy, qs.env_id, **ev).success
+        start = evaluate(policy, env_id, **ev).success
         for name in args.estimators.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
                 policy = HFPolicy.from_pretrained(ckpt, seed=seed)
-                tr = GRPOTrainer(policy, qs.env_id, replace(rl, estimator=name, seed=seed))
+                tr = GRPOTrainer(policy, env_id, replace(rl, estimator=name, seed=seed))
                 curve = [start]
                 while tr.step_idx < tr.total_steps:
                     tr.step()
                     if tr.step_idx % args.eval_every == 0 or tr.step_idx == tr.total_steps:
-                        curve.append(evaluate(policy, qs.env_id, **ev).success)
+                        curve.append(evaluate(policy, env_id, **ev).success)
                 tr.collector.close()
                 results.setdefault(name, {})[seed] = curve
     per_round = rl.num_groups * rl.group_size
     evals = sorted({*range(args.eval_every, rl.steps + 1, args.eval_every), rl.steps})
     samples = [0] + [s * per_round for s in evals]
-    table = {}
-    for name, by_seed in results.items():
-        curves = list(by_seed.values())
-        table[name] = [
-            {"samples": samples[i], "mean": statistics.mean(c[i] for c in curves),
-             "sd": statistics.pstdev([c[i] for c in curves])}
-            for i in range(len(curves[0]))
-        ]  # fmt: skip
-    return {"env_id": qs.env_id, "start_success": start, "budget_episodes": rl.steps * per_round, "table": table}
+    out = {"env_id": env_id, "env_kwargs": ev["env_kwargs"], "start_success": start,
+           "budget_episodes": rl.steps * per_round, **summarize(results, samples, args.threshold)}  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return out
 
 
 if __name__ == "__main__":
     out = main()
-    for name, rows in out["table"].items():
-        print(name.ljust(12), "  ".join(f"{r['samples']:>5}: {r['mean']:.3f}±{r['sd']:.3f}" for r in rows))
+    print(f"{out['env_id']}: threshold {out['threshold']:.3f}")
+    for name, row in out["table"].items():
+        curve = "  ".join(f"{r['samples']:>5}: {r['mean']:.3f}±{r['sd']:.3f}" for r in row["curve"])
+        print(name.ljust(12), curve, f"  AUC {row['auc_mean']:.3f}  to-threshold {row['episodes_to_threshold']}")
     print(json.dumps(out, indent=1))

@@ -299,14 +299,22 @@ class SearchEnv(TextEnv):
                 self._asked.add(i)
 
     def _abstract_state(self) -> str:
-        """Progress, not text (`pvd`, docs/credit.md): how many hops of the gold chain were asked for in
-        order (hop i counts once a query naming its entity returned its document), whether a retrieved
-        document holds the answer, and the turns left. Tasks without a chain (a tasks file) give hops=0."""
+        """Progress, not text (`pvd`, docs/credit.md). With a gold chain whose hops this env tracks
+        (hop i counts once a query naming its entity and relation keyword returned its document, in
+        order): the steps the noise-free scripted expert needs from here, `togo` = hops not yet asked
+        + 1 answer, "fail" when that exceeds the turns left, and whether a spare turn remains.
+        Otherwise (a tasks file, or a subclass with its own search path, whose hops stay untracked):
+        hops asked, whether a retrieved document holds the answer, and the turns left."""
         assert self.task is not None
         hops = 0
         while hops in self._asked:
             hops += 1
-        return f"search|hops={hops}|hit={int(self._hit)}|left={self.max_turns - self.turn}"
+        left = self.max_turns - self.turn
+        chain = self.task.private.get("chain")
+        if chain is None or type(self)._search_obs is not SearchEnv._search_obs:
+            return f"search|hops={hops}|hit={int(self._hit)}|left={left}"
+        togo = len(chain.path) - hops + 1
+        return "search|fail" if togo > left else f"search|togo={togo}|spare={int(left > togo)}"
 
     def _final_components(self) -> dict[str, float]:
         n_invalid = self.turn - self._n_applied

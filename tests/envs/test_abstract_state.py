@@ -23,9 +23,10 @@ def _search_env():
 
 
 def test_search_abstraction_counts_hops_asked_in_order() -> None:
+    """Steps to go for the expert: 3 hops + 1 answer at reset; a hop counts only in order."""
     env = _search_env()
     _, info = env.reset(seed=3)
-    assert info["abstract_state"] == "search|hops=0|hit=0|left=6"
+    assert info["abstract_state"] == "search|togo=4|spare=1"
     chain, world = env.task.private["chain"], env.task.private["world"]
     assert task_from_id(env.task.task_id).task_id == env.task.task_id
     # hop 2's question first: hop 2 may be asked, but hop 1 is not, so progress stays 0
@@ -33,17 +34,31 @@ def test_search_abstraction_counts_hops_asked_in_order() -> None:
         return f"{world.entities[chain.entities[i]].name} {RELATIONS[chain.path[i]].keyword}"
 
     _, _, _, _, info = env.step(f"<search>{question(1)}</search>")
-    assert info["abstract_state"].startswith("search|hops=0|")
+    assert info["abstract_state"] == "search|togo=4|spare=1"  # 5 turns left
     asked_second = 1 in env._asked
     # the entity's name without the relation keyword does not ask hop 1
     _, _, _, _, info = env.step(f"<search>{world.entities[chain.entities[0]].name}</search>")
     assert 0 not in env._asked
+    assert info["abstract_state"] == "search|togo=4|spare=0"  # 4 steps to go, 4 turns left
     _, _, _, _, info = env.step(f"<search>{question(0)}</search>")
     assert 0 in env._asked
-    expected = 2 if asked_second else 1
-    assert info["abstract_state"].startswith(f"search|hops={expected}|")
-    assert info["abstract_state"].endswith("|left=3")
+    togo = 4 - (2 if asked_second else 1)  # 3 turns left
+    assert info["abstract_state"] == f"search|togo={togo}|spare={int(3 > togo)}"
     assert info["abstract_state"] != info["state_key"]
+
+
+def test_search_abstraction_fails_when_the_turns_run_out() -> None:
+    env = _search_env()
+    env.reset(seed=3)
+    states = [env.step("<search>nothing useful</search>")[4]["abstract_state"] for _ in range(3)]
+    assert states == ["search|togo=4|spare=1", "search|togo=4|spare=0", "search|fail"]  # 5, 4, 3 turns left
+
+
+def test_search_subclass_with_its_own_search_path_keeps_the_hop_counts() -> None:
+    """SimSearch serves its own documents (hops untracked): progress by hops asked, hit and turns left."""
+    env = gymnasium.make("creditgym/SimSearch-v0", hops=(3, 3)).unwrapped
+    _, info = env.reset(seed=0)
+    assert info["abstract_state"] == f"search|hops=0|hit=0|left={env.max_turns}"
 
 
 def test_same_progress_different_text_share_an_abstract_state() -> None:
@@ -91,9 +106,9 @@ def test_collector_packs_abstract_states() -> None:
     finally:
         c.close()
     for ep in eps:
-        assert all(t.info["abstract_state"].startswith("search|hops=") for t in ep.turns)
-        assert ep.turns[0].info["abstract_state"] == "search|hops=0|hit=0|left=6"
-        assert ep.meta["final_abstract_state"].endswith(f"left={6 - ep.num_turns}")
+        assert all(t.info["abstract_state"].startswith("search|") for t in ep.turns)
+        assert ep.turns[0].info["abstract_state"] == "search|togo=4|spare=1"
+        assert ep.meta["final_abstract_state"].startswith("search|")
     for br in branches:  # a replayed prefix keeps the recorded abstract states
         k = br.meta["branch_at"]
         assert [t.info["abstract_state"] for t in br.turns[: k + 1]] == [

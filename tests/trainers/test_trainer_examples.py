@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import math
 import os
 import re
@@ -119,9 +120,32 @@ def test_compare_credit_smoke() -> None:
                                   "--eval-every", "1", "--num-groups", "1", "--group-size", "2", "--expert-episodes", "4",
                                   "--sft-epochs", "1", "--n-eval", "2", "--induction-steps", "2"])
     assert set(out["table"]) == {"grpo", "turn_return"}
-    assert [r["samples"] for r in out["table"]["grpo"]] == [0, 2, 4]
+    assert [r["samples"] for r in out["table"]["grpo"]["curve"]] == [0, 2, 4]
     assert out["budget_episodes"] == 4 and _is_fraction(out["start_success"])
-    assert all(r["sd"] >= 0 and _is_fraction(r["mean"]) for r in out["table"]["turn_return"])
+    assert all(r["sd"] >= 0 and _is_fraction(r["mean"]) for r in out["table"]["turn_return"]["curve"])
+    assert all(len(row["episodes_to_threshold"]) == 2 and _is_fraction(row["auc_mean"]) for row in out["table"].values())
+
+
+def test_compare_credit_on_another_env(tmp_path) -> None:
+    out = _run("compare_credit", [*TINY, "--env", "creditgym/Tools-v0", "--env-kwargs", '{"difficulty": 1}',
+                                  "--estimators", "pvd", "--seeds", "0", "--steps", "1", "--eval-every", "1",
+                                  "--num-groups", "1", "--group-size", "2", "--expert-episodes", "4", "--sft-epochs",
+                                  "1", "--n-eval", "2", "--induction-steps", "2", "--json", str(tmp_path / "t.json")])
+    assert out["env_id"] == "creditgym/Tools-v0" and out["env_kwargs"] == {"difficulty": 1}
+    assert json.loads((tmp_path / "t.json").read_text())["table"]["pvd"]["reached"] in (0, 1)
+
+
+def test_compare_credit_summary_by_hand() -> None:
+    summarize = _load("compare_credit").summarize
+    res = {"a": {0: [0.0, 0.2, 0.4], 1: [0.0, 0.4, 0.4]}, "b": {0: [0.0, 0.0, 0.2], 1: [0.0, 0.2, 0.2]}}
+    out = summarize(res, [0, 10, 20], threshold=0.3)
+    assert out["threshold"] == 0.3
+    assert out["table"]["a"]["episodes_to_threshold"] == [20, 10] and out["table"]["a"]["reached"] == 2
+    assert out["table"]["b"]["episodes_to_threshold"] == [None, None] and out["table"]["b"]["reached"] == 0
+    # AUC of run a0: (10 * 0.1 + 10 * 0.3) / 20 = 0.2; of a1: (10 * 0.2 + 10 * 0.4) / 20 = 0.3
+    assert abs(out["table"]["a"]["auc_mean"] - 0.25) < 1e-12 and abs(out["table"]["a"]["auc_sd"] - 0.05) < 1e-12
+    # default threshold: halfway from the start (0) to the best mean (a's 0.4 at 20 episodes)
+    assert abs(summarize(res, [0, 10, 20], threshold=None)["threshold"] - 0.2) < 1e-12
 
 
 @pytest.mark.slow
