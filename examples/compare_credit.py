@@ -8,7 +8,7 @@ The warm start is the quickstart's (tiny model, induction warm-up, SFT on an imp
 once and saved; every run loads it and gets the same sample budget (steps x groups x group size
 episodes: compare estimators that cost 1x episodes, as the grpo family, rebn, gigpo and pvd do; a
 branching one, e.g. spo or vineppo, would spend more env episodes than the table counts). The table shows test-split
-success vs training episodes, mean and spread over seeds, the episodes each run needed to reach
+success (or mean reward, `--metric reward`) vs training episodes, mean and spread over seeds, the episodes each run needed to reach
 `--threshold` (its first evaluation at or above it) and the area under each curve. igpo needs
 gold-answer probes, which the trainer requests from the estimator's `needs`. The RL flags are
 GRPOConfig's fields, spelled as in `creditgym train --trainer grpo` (`--list-flags`), with the
@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import tempfile
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,10 +48,16 @@ class Args:
     (default none) serve training (train split), the warm start and evaluation (test split)"""
     eval_every: int = 8
     n_eval: int = 200
+    metric: str = "success"
+    """what the curves track on the test split: "success" or "reward" (the env's mean episode reward,
+    e.g. Search's answer F1, a signal before exact matches appear)"""
     threshold: float | None = None
     """success level for "episodes to threshold" (None: halfway from the start to the best mean)"""
     json: str | None = None
     """write the result here as well"""
+    sft_dir: str | None = None
+    """keep the warm start here: loaded when the folder holds one, else made and saved there (so
+    runs split over processes or sessions share one checkpoint)"""
     hidden: int | None = None
     """tiny model width (None: the quickstart's, as for the knobs below)"""
     layers: int | None = None
@@ -58,6 +66,8 @@ class Args:
     induction_steps: int | None = None
     epsilon: float | None = None
     """action noise of the warm start's scripted expert"""
+    threads: int | None = None
+    """torch threads (None: the quickstart's 2; 1 lets two comparisons share 2 cores)"""
 
 
 def _episodes_to(curve: list[float], samples: list[int], level: float) -> int | None:
@@ -93,11 +103,14 @@ def summarize(results: dict[str, dict[int, list[float]]], samples: list[int], th
 
 def main(argv: list[str] | None = None) -> dict:
     args = tyro.cli(Args, args=argv, description=__doc__, registry=CONFIG_FLAGS)
+    if args.metric not in ("success", "reward"):
+        raise SystemExit(f"--metric must be 'success' or 'reward', got {args.metric!r}")
     overrides = {"hidden_size": args.hidden, "num_layers": args.layers, "expert_episodes": args.expert_episodes,
                  "sft_epochs": args.sft_epochs, "induction_steps": args.induction_steps,
-                 "epsilon": args.epsilon}  # fmt: skip
-    qs = replace(QuickstartConfig(progress=False), **{k: v for k, v in overrides.items() if v is not None})
+                 "epsilon": args.epsilon, "threads": args.threads}  # fmt: skip
+    qs = replace(QuickstartConfig(progress=args.train.progress), **{k: v for k, v in overrides.items() if v is not None})
     rl, env_id, warm_kw = args.train, qs.env_id, None
+    qs = replace(qs, max_new_tokens=rl.max_new_tokens)  # the expert's SFT episodes and evaluation as RL samples
     ev: dict[str, Any] = {**qs.eval_kwargs(), "n_eval": args.n_eval}
     if args.env is not None:
         quickstart_kw = QuickstartConfig().train_env_kwargs()
@@ -108,11 +121,17 @@ def main(argv: list[str] | None = None) -> dict:
         rl = replace(rl, env_kwargs=warm_kw)
         ev["env_kwargs"] = kw
     torch.set_num_threads(qs.threads)
+    t0 = time.perf_counter()
     results: dict[str, dict[int, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        policy, _ = warm_start(qs, tmp, env_kwargs=warm_kw)
-        ckpt = policy.save(Path(tmp) / "sft")
-        start = evaluate(policy, env_id, **ev).success
+        ckpt = Path(args.sft_dir) if args.sft_dir else Path(tmp) / "sft"
+        if (ckpt / "config.json").exists():
+            policy = HFPolicy.from_pretrained(ckpt, seed=qs.seed)
+        else:
+            policy, _ = warm_start(qs, tmp, env_kwargs=warm_kw)
+            policy.save(ckpt)
+        start = getattr(evaluate(policy, env_id, **ev), args.metric)
+        print(f"warm start: {args.metric} {start:.3f} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
         for name in args.estimators.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
                 policy = HFPolicy.from_pretrained(ckpt, seed=seed)
@@ -121,13 +140,15 @@ def main(argv: list[str] | None = None) -> dict:
                 while tr.step_idx < tr.total_steps:
                     tr.step()
                     if tr.step_idx % args.eval_every == 0 or tr.step_idx == tr.total_steps:
-                        curve.append(evaluate(policy, env_id, **ev).success)
-                tr.collector.close()
+                        curve.append(getattr(evaluate(policy, env_id, **ev), args.metric))
+                        print(f"{name} seed {seed}: step {tr.step_idx}/{tr.total_steps}, {args.metric} {curve[-1]:.3f} "
+                              f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
+                tr.close()
                 results.setdefault(name, {})[seed] = curve
     per_round = rl.num_groups * rl.group_size
     evals = sorted({*range(args.eval_every, rl.steps + 1, args.eval_every), rl.steps})
     samples = [0] + [s * per_round for s in evals]
-    out = {"env_id": env_id, "env_kwargs": ev["env_kwargs"], "start_success": start,
+    out = {"env_id": env_id, "env_kwargs": ev["env_kwargs"], "metric": args.metric, "start": start,
            "budget_episodes": rl.steps * per_round, **summarize(results, samples, args.threshold)}  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))

@@ -226,6 +226,11 @@ class DigiRLTrainer(TrainerLoop):
         self.maybe_resume()
 
     # ------------------------------------------------------------------ checkpoint
+    def close(self) -> None:
+        """TrainerLoop.close and the online Collector's env workers."""
+        super().close()
+        self.collector.close()
+
     def state_dict(self) -> dict[str, Any]:
         """The replay buffer, the critic heads and their optimizers, the generator and the Collector."""
         return {

@@ -406,6 +406,7 @@ class GRPOTrainer(TrainerLoop):
         if self.pools is not None:
             self.env_kwargs = self.pools.env_kwargs(self.env_kwargs)  # a single-role "pool" opponent
         self.pipeline = self._build_pipeline(cfg, collector)  # max_staleness > 0: collect on a worker thread
+        self._owns_collector = collector is None  # close() closes only a Collector it built
         self.collector = collector if collector is not None else self._build_collector(cfg)
         self._setup_loop(learners, cfg, cfg.steps)
         self.maybe_resume()
@@ -701,6 +702,16 @@ class GRPOTrainer(TrainerLoop):
         """One async batch (on the worker): `collect_rounds` without dynamic sampling, for given specs."""
         specs, episodes, metrics = self._collect_round(specs, step=index)
         return episodes, [(specs, episodes)], metrics
+
+    def close(self) -> None:
+        """TrainerLoop.close, the async worker (if any) and the env workers of the Collector this
+        trainer built (one passed in as `collector=` stays open: its owner closes it)."""
+        super().close()
+        if self.pipeline is not None:
+            self.pipeline.close()
+        if self._owns_collector:
+            self.collector.close()
+            self._owns_collector = False  # closed once
 
     def train(self) -> dict[str, float]:
         """TrainerLoop.train, then the async worker (if any) is stopped."""

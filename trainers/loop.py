@@ -152,6 +152,19 @@ class TrainerLoop:
                 self._logger = None
         return {**last, "steps": float(self.step_idx), "skipped_steps": float(self.skipped_steps)}
 
+    def close(self) -> None:
+        """Release what the trainer opened (the run logger here; subclasses add their Collector's env
+        workers and the async worker). Idempotent; `with Trainer(...) as tr:` calls it on exit."""
+        if self._logger is not None:
+            self._logger.close()
+            self._logger = None
+
+    def __enter__(self) -> TrainerLoop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _skip(self, what: str) -> dict[str, float]:
         """Count and warn about a skipped update (NaN/inf in loss or advantages, or nothing to train)."""
         self.skipped_steps += 1

@@ -259,9 +259,8 @@ def run_quickstart(out_dir: str | Path, config: QuickstartConfig | None = None) 
         RolloutStore(out / "eval_before.jsonl", fsync=False).extend(before.episodes)
     rl_cfg = cfg.rl_config(out_dir=str(out), progress=cfg.progress)
     with timer("rl_s"):
-        rl = GRPOTrainer(policy, cfg.env_id, rl_cfg)
-        rl_summary = rl.train()
-        rl.collector.close()
+        with GRPOTrainer(policy, cfg.env_id, rl_cfg) as rl:
+            rl_summary = rl.train()
     with timer("eval_after_s"):
         after = evaluate(policy, cfg.env_id, **eval_kw)
         RolloutStore(out / "eval_after.jsonl", fsync=False).extend(after.episodes)

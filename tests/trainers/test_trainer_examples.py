@@ -121,18 +121,27 @@ def test_compare_credit_smoke() -> None:
                                   "--sft-epochs", "1", "--n-eval", "2", "--induction-steps", "2"])
     assert set(out["table"]) == {"grpo", "turn_return"}
     assert [r["samples"] for r in out["table"]["grpo"]["curve"]] == [0, 2, 4]
-    assert out["budget_episodes"] == 4 and _is_fraction(out["start_success"])
+    assert out["budget_episodes"] == 4 and _is_fraction(out["start"])
     assert all(r["sd"] >= 0 and _is_fraction(r["mean"]) for r in out["table"]["turn_return"]["curve"])
     assert all(len(row["episodes_to_threshold"]) == 2 and _is_fraction(row["auc_mean"]) for row in out["table"].values())
 
 
-def test_compare_credit_on_another_env(tmp_path) -> None:
-    out = _run("compare_credit", [*TINY, "--env", "creditgym/Tools-v0", "--env-kwargs", '{"difficulty": 1}',
-                                  "--estimators", "pvd", "--seeds", "0", "--steps", "1", "--eval-every", "1",
-                                  "--num-groups", "1", "--group-size", "2", "--expert-episodes", "4", "--sft-epochs",
-                                  "1", "--n-eval", "2", "--induction-steps", "2", "--json", str(tmp_path / "t.json")])
+def test_compare_credit_on_another_env_shares_one_warm_start(tmp_path) -> None:
+    def run(estimator: str) -> dict:
+        return _run("compare_credit", [
+            *TINY, "--env", "creditgym/Tools-v0", "--env-kwargs", '{"difficulty": 1}', "--estimators", estimator,
+            "--seeds", "0", "--steps", "1", "--eval-every", "1", "--num-groups", "1", "--group-size", "2",
+            "--expert-episodes", "4", "--sft-epochs", "1", "--n-eval", "4", "--induction-steps", "2",
+            "--json", str(tmp_path / f"{estimator}.json"), "--sft-dir", str(tmp_path / "sft")])  # fmt: skip
+
+    out = run("pvd")
     assert out["env_id"] == "creditgym/Tools-v0" and out["env_kwargs"] == {"difficulty": 1}
-    assert json.loads((tmp_path / "t.json").read_text())["table"]["pvd"]["reached"] in (0, 1)
+    assert json.loads((tmp_path / "pvd.json").read_text())["table"]["pvd"]["reached"] in (0, 1)
+    assert (tmp_path / "sft" / "config.json").exists()
+    stamp = (tmp_path / "sft" / "config.json").stat().st_mtime_ns
+    again = run("grpo")  # a second process loads the saved warm start: same start, nothing rewritten
+    assert again["start"] == out["start"]
+    assert (tmp_path / "sft" / "config.json").stat().st_mtime_ns == stamp
 
 
 def test_compare_credit_summary_by_hand() -> None:

@@ -281,3 +281,22 @@ def test_turn_values_from_tokens_hand_example() -> None:
     mask_BK = torch.tensor([[True, True, False]])
     out = turn_values_from_tokens(v_BT, tt_BT, mask_BK, torch.tensor([True]), torch.tensor([9.0]))
     assert out.tolist() == [[1.0, 4.0, 9.0]]
+
+
+def test_close_releases_what_the_trainer_built_and_not_what_it_was_given(tiny_policy, monkeypatch) -> None:
+    from creditgym.agents.rollout import Collector
+    from creditgym.trainers.grpo import GRPOTrainer
+
+    closed: list[Collector] = []
+    monkeypatch.setattr(Collector, "close", lambda self: closed.append(self))
+    with GRPOTrainer(tiny_policy, ENV_ID, _cfg(steps=1)) as tr:
+        tr.train()
+        assert closed == []
+    assert closed == [tr.collector]
+    tr.close()  # idempotent
+    assert closed == [tr.collector]
+    given = Collector(tiny_policy, ENV_ID, group_size=4)
+    closed.clear()
+    with GRPOTrainer(tiny_policy, ENV_ID, _cfg(steps=1), collector=given) as tr2:
+        tr2.train()
+    assert closed == [] and tr2.collector is given
