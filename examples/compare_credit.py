@@ -26,10 +26,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import torch
 import tyro
 
 from creditgym.agents.hf import HFPolicy
+from creditgym.benchmarks.accuracy_metrics import spearman
 from creditgym.trainers import GRPOConfig, GRPOTrainer
 from creditgym.trainers.evaluate import evaluate
 from creditgym.trainers.flags import CONFIG_FLAGS
@@ -55,6 +57,9 @@ class Args:
     """success level for "episodes to threshold" (None: halfway from the start to the best mean)"""
     json: str | None = None
     """write the result here as well"""
+    accuracy: str | None = None
+    """a `creditgym bench accuracy --json` report of the same env: adds the rank correlation between
+    each estimator's benchmark accuracy (rank corr with the truth) and its learning speed (AUC)"""
     sft_dir: str | None = None
     """keep the warm start here: loaded when the folder holds one, else made and saved there (so
     runs split over processes or sessions share one checkpoint)"""
@@ -99,6 +104,14 @@ def summarize(results: dict[str, dict[int, list[float]]], samples: list[int], th
             "auc_mean": statistics.mean(aucs), "auc_sd": statistics.pstdev(aucs),
         }  # fmt: skip
     return {"threshold": level, "table": table}
+
+
+def accuracy_vs_learning(table: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+    """Spearman correlation, over the estimators in both, of benchmark accuracy and AUC."""
+    acc = {r["name"]: r["spearman"] for r in report["rows"] if r.get("spearman") is not None}
+    names = [n for n in table if n in acc]
+    rho = spearman(np.array([acc[n] for n in names]), np.array([table[n]["auc_mean"] for n in names]))
+    return {"estimators": names, "accuracy": [acc[n] for n in names], "spearman_accuracy_auc": rho}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -150,6 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
     samples = [0] + [s * per_round for s in evals]
     out = {"env_id": env_id, "env_kwargs": ev["env_kwargs"], "metric": args.metric, "start": start,
            "budget_episodes": rl.steps * per_round, **summarize(results, samples, args.threshold)}  # fmt: skip
+    if args.accuracy:
+        out["accuracy_vs_learning"] = accuracy_vs_learning(out["table"], json.loads(Path(args.accuracy).read_text()))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return out

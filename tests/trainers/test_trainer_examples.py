@@ -144,6 +144,19 @@ def test_compare_credit_on_another_env_shares_one_warm_start(tmp_path) -> None:
     assert (tmp_path / "sft" / "config.json").stat().st_mtime_ns == stamp
 
 
+def test_compare_credit_accuracy_vs_learning_by_hand() -> None:
+    fn = _load("compare_credit").accuracy_vs_learning
+    table = {"grpo": {"auc_mean": 0.0266}, "rebn": {"auc_mean": 0.0273}, "pvd": {"auc_mean": 0.0366},
+             "turn_return": {"auc_mean": 0.0281}, "new": {"auc_mean": 0.5}}  # fmt: skip
+    report = {"rows": [{"name": "grpo", "spearman": 0.36}, {"name": "rebn", "spearman": 0.45},
+                       {"name": "pvd", "spearman": 0.69}, {"name": "turn_return", "spearman": 0.32},
+                       {"name": "gae", "spearman": None}]}  # fmt: skip
+    out = fn(table, report)
+    assert out["estimators"] == ["grpo", "rebn", "pvd", "turn_return"]  # "new" has no accuracy row
+    # accuracy ranks (2, 3, 4, 1), AUC ranks (1, 2, 4, 3): sum d^2 = 6, rho = 1 - 6 * 6 / (4 * 15) = 0.4
+    assert abs(out["spearman_accuracy_auc"] - 0.4) < 1e-12
+
+
 def test_compare_credit_summary_by_hand() -> None:
     summarize = _load("compare_credit").summarize
     res = {"a": {0: [0.0, 0.2, 0.4], 1: [0.0, 0.4, 0.4]}, "b": {0: [0.0, 0.0, 0.2], 1: [0.0, 0.2, 0.2]}}
