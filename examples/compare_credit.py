@@ -9,7 +9,9 @@ once and saved; every run loads it and gets the same sample budget (steps x grou
 episodes: compare estimators that cost 1x episodes, as the grpo family, rebn, gigpo and pvd do; a
 branching one, e.g. spo or vineppo, would spend more env episodes than the table counts). The table shows test-split
 success (or mean reward, `--metric reward`) vs training episodes, mean and spread over seeds, the episodes each run needed to reach
-`--threshold` (its first evaluation at or above it) and the area under each curve. igpo needs
+`--threshold` (its first evaluation at or above it), the area under each curve and the last
+evaluation's metrics (success, reward, tool calls per episode and tool productivity where the env
+counts calls), mean over seeds. igpo needs
 gold-answer probes, which the trainer requests from the estimator's `needs`. The RL flags are
 GRPOConfig's fields, spelled as in `creditgym train --trainer grpo` (`--list-flags`), with the
 quickstart's RL defaults; `--estimator` and `--seed` are set per run from `--estimators` and `--seeds`.
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(qs.threads)
     t0 = time.perf_counter()
     results: dict[str, dict[int, list[float]]] = {}
+    final: dict[str, dict[int, dict[str, float]]] = {}  # the last evaluation's metrics (tool calls, ...)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(args.sft_dir) if args.sft_dir else Path(tmp) / "sft"
         if (ckpt / "config.json").exists():
@@ -153,7 +156,10 @@ def main(argv: list[str] | None = None) -> dict:
                 while tr.step_idx < tr.total_steps:
                     tr.step()
                     if tr.step_idx % args.eval_every == 0 or tr.step_idx == tr.total_steps:
-                        curve.append(getattr(evaluate(policy, env_id, **ev), args.metric))
+                        result = evaluate(policy, env_id, **ev)
+                        curve.append(getattr(result, args.metric))
+                        final.setdefault(name, {})[seed] = {"success": result.success, "reward": result.reward,
+                                                            **result.metrics}  # fmt: skip
                         print(f"{name} seed {seed}: step {tr.step_idx}/{tr.total_steps}, {args.metric} {curve[-1]:.3f} "
                               f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
                 tr.close()
@@ -163,6 +169,9 @@ def main(argv: list[str] | None = None) -> dict:
     samples = [0] + [s * per_round for s in evals]
     out = {"env_id": env_id, "env_kwargs": ev["env_kwargs"], "metric": args.metric, "start": start,
            "budget_episodes": rl.steps * per_round, **summarize(results, samples, args.threshold)}  # fmt: skip
+    for name, by_seed in final.items():
+        keys = set.intersection(*(set(m) for m in by_seed.values()))
+        out["table"][name]["final"] = {k: statistics.mean(m[k] for m in by_seed.values()) for k in sorted(keys)}
     if args.accuracy:
         out["accuracy_vs_learning"] = accuracy_vs_learning(out["table"], json.loads(Path(args.accuracy).read_text()))
     if args.json:
