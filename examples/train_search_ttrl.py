@@ -23,6 +23,7 @@ from typing import Annotated
 import torch
 import tyro
 
+from creditgym.agents.hf import HFPolicy
 from creditgym.envs.search import SEARCH_EASY
 from creditgym.trainers import GRPOConfig, GRPOTrainer
 from creditgym.trainers.evaluate import evaluate
@@ -48,6 +49,10 @@ class Args:
     """test questions in the before/after evaluation"""
     eval_samples: int = 16
     """samples per question for maj@n / pass@1 (the release evaluates 16 at temperature 0.6)"""
+    sft_model: str | None = None
+    """start from this saved model (e.g. the quickstart's runs/quickstart/sft_model, with its prompt:
+    --env-kwargs '{"topk": 1, "split": "test", "prompt_path": "trainers/data/quickstart_prompt.txt"}')
+    instead of the small warm start above"""
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -56,10 +61,13 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(2)
 
     # 1. a tiny from-scratch model, warm-started on an imperfect scripted expert (train split, labelled)
-    warm = QuickstartConfig(env_id=args.env, seed=rl.seed, hidden_size=args.hidden, num_layers=args.layers,
-                            induction_steps=0, expert_episodes=args.expert_episodes, epsilon=0.3,
-                            sft_epochs=args.sft_epochs, sft_lr=1e-2, progress=False)  # fmt: skip
-    policy, _ = warm_start(warm, env_kwargs={**rl.env_kwargs, "split": "train"})
+    if args.sft_model is not None:
+        policy = HFPolicy.from_pretrained(args.sft_model, seed=rl.seed)
+    else:
+        warm = QuickstartConfig(env_id=args.env, seed=rl.seed, hidden_size=args.hidden, num_layers=args.layers,
+                                induction_steps=0, expert_episodes=args.expert_episodes, epsilon=0.3,
+                                sft_epochs=args.sft_epochs, sft_lr=1e-2, progress=False)  # fmt: skip
+        policy, _ = warm_start(warm, env_kwargs={**rl.env_kwargs, "split": "train"})
 
     def held_out() -> dict[str, float]:
         res = evaluate(policy, args.env, n_eval=args.n_eval, samples=args.eval_samples, temperature=0.6,
@@ -69,8 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
     before = held_out()
 
     # 2. TTRL on the test split: the "ttrl" transform replaces the answer reward by the group's vote
-    trainer = GRPOTrainer(policy, args.env, rl)
-    summary = trainer.train()
+    with GRPOTrainer(policy, args.env, rl) as trainer:
+        summary = trainer.train()
     after = held_out()
     ratios = [round(m["reward/ttrl/majority_ratio"], 3) for m in trainer.history]
     return {"before": before, "after": after, "majority_ratio": ratios, "train": summary}
