@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
                  "epsilon": args.epsilon, "threads": args.threads}  # fmt: skip
     qs = replace(QuickstartConfig(progress=args.train.progress), **{k: v for k, v in overrides.items() if v is not None})
     rl, env_id, warm_kw = args.train, qs.env_id, None
-    qs = replace(qs, max_new_tokens=rl.max_new_tokens)  # the expert's SFT episodes and evaluation as RL samples
+    qs = replace(qs, max_new_tokens=rl.max_new_tokens)  # evaluation samples replies as long as RL does
     ev: dict[str, Any] = {**qs.eval_kwargs(), "n_eval": args.n_eval}
     if args.env is not None:
         quickstart_kw = QuickstartConfig().train_env_kwargs()
