@@ -49,6 +49,10 @@ class Args:
     sft_epochs: int = 4
     n_eval: int = 32
     """held-out tasks per category"""
+    sft_model: str | None = None
+    """start both runs from this saved model (e.g. the quickstart's runs/quickstart/sft_model, with its
+    prompt in --env-kwargs: "prompt_path": "trainers/data/quickstart_prompt.txt") instead of the
+    small warm start above"""
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -57,10 +61,13 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(2)
 
     # 1. one warm start (imperfect expert over all hop counts), copied for both runs
-    warm = QuickstartConfig(env_id=args.env, seed=rl.seed, hidden_size=args.hidden, num_layers=args.layers,
-                            induction_steps=0, expert_episodes=args.expert_episodes, epsilon=0.3,
-                            sft_epochs=args.sft_epochs, sft_lr=1e-2, progress=False)  # fmt: skip
-    start, _ = warm_start(warm, env_kwargs=rl.env_kwargs)
+    if args.sft_model is not None:
+        start = HFPolicy.from_pretrained(args.sft_model, seed=rl.seed)
+    else:
+        warm = QuickstartConfig(env_id=args.env, seed=rl.seed, hidden_size=args.hidden, num_layers=args.layers,
+                                induction_steps=0, expert_episodes=args.expert_episodes, epsilon=0.3,
+                                sft_epochs=args.sft_epochs, sft_lr=1e-2, progress=False)  # fmt: skip
+        start, _ = warm_start(warm, env_kwargs=rl.env_kwargs)
 
     def held_out(policy: HFPolicy) -> dict[str, float]:
         res = evaluate(policy, args.env, n_eval=args.n_eval, env_kwargs=rl.env_kwargs, categories=rl.categories,
@@ -73,8 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
     for curriculum in ("uniform", "sec"):
         policy = HFPolicy(copy.deepcopy(start.model), start.tokenizer, seed=rl.seed)
         cfg = dataclasses.replace(rl, curriculum=curriculum, curriculum_cfg=rl.curriculum_cfg if curriculum == "sec" else {})
-        trainer = GRPOTrainer(policy, args.env, cfg)
-        trainer.train()
+        with GRPOTrainer(policy, args.env, cfg) as trainer:
+            trainer.train()
         rows[curriculum] = held_out(policy)
         if curriculum == "sec":
             shares = [{c: round(m.get(f"curriculum/share/{c}", 0.0), 2) for c in rl.categories} for m in trainer.history]

@@ -217,6 +217,16 @@ def test_train_search_ttrl_starts_from_a_saved_model(tmp_path) -> None:
     assert out["train"]["steps"] == 1 and _is_fraction(out["after"]["pass@1"])
 
 
+def test_curriculum_sec_starts_from_a_saved_model(tmp_path) -> None:
+    from creditgym.agents import tiny
+
+    tiny.build(seed=0, config=tiny.TinyConfig(hidden_size=32, intermediate_size=96, num_layers=1, num_heads=4,
+                                              num_kv_heads=2)).save(tmp_path / "sft")  # fmt: skip
+    out = _run("curriculum_sec", ["--sft-model", str(tmp_path / "sft"), "--steps", "1", "--num-groups", "2",
+                                  "--group-size", "2", "--n-eval", "1", "--max-new-tokens", "8"])  # fmt: skip
+    assert set(out["held_out_success"]) == {"start", "uniform", "sec"}
+
+
 def test_curriculum_sec_smoke() -> None:
     out = _run("curriculum_sec", [*TINY, "--steps", "1", "--num-groups", "2", "--group-size", "2", "--expert-episodes", "4",
                                   "--sft-epochs", "1", "--n-eval", "1", "--max-new-tokens", "16"])  # fmt: skip
