@@ -28,12 +28,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import torch
 import tyro
 
 from creditgym.agents.hf import HFPolicy
-from creditgym.benchmarks.accuracy_metrics import spearman
+from creditgym.benchmarks.learning import accuracy_vs_learning, summarize
 from creditgym.trainers import GRPOConfig, GRPOTrainer
 from creditgym.trainers.evaluate import evaluate
 from creditgym.trainers.flags import CONFIG_FLAGS
@@ -77,45 +76,6 @@ class Args:
     """torch threads (None: the quickstart's 2; 1 lets two comparisons share 2 cores)"""
 
 
-def _episodes_to(curve: list[float], samples: list[int], level: float) -> int | None:
-    return next((n for n, s in zip(samples, curve, strict=True) if s >= level), None)
-
-
-def _auc(curve: list[float], samples: list[int]) -> float:
-    """Mean success over the budget (trapezoids over training episodes)."""
-    area = sum((samples[i + 1] - samples[i]) * (curve[i] + curve[i + 1]) / 2 for i in range(len(curve) - 1))
-    return area / max(samples[-1] - samples[0], 1)
-
-
-def summarize(results: dict[str, dict[int, list[float]]], samples: list[int], threshold: float | None) -> dict[str, Any]:
-    """Per estimator: mean ± sd success at each evaluation, episodes to `threshold` per seed, AUC."""
-    start = statistics.mean(c[0] for by_seed in results.values() for c in by_seed.values())
-    best = max(statistics.mean(c[i] for c in by_seed.values()) for by_seed in results.values()
-               for i in range(len(samples)))  # fmt: skip
-    level = threshold if threshold is not None else start + (best - start) / 2
-    table: dict[str, Any] = {}
-    for name, by_seed in results.items():
-        curves = list(by_seed.values())
-        reach = [_episodes_to(c, samples, level) for c in curves]
-        aucs = [_auc(c, samples) for c in curves]
-        table[name] = {
-            "curve": [{"samples": samples[i], "mean": statistics.mean(c[i] for c in curves),
-                       "sd": statistics.pstdev([c[i] for c in curves])} for i in range(len(samples))],
-            "episodes_to_threshold": reach,
-            "reached": sum(r is not None for r in reach),
-            "auc_mean": statistics.mean(aucs), "auc_sd": statistics.pstdev(aucs),
-        }  # fmt: skip
-    return {"threshold": level, "table": table}
-
-
-def accuracy_vs_learning(table: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
-    """Spearman correlation, over the estimators in both, of benchmark accuracy and AUC."""
-    acc = {r["name"]: r["spearman"] for r in report["rows"] if r.get("spearman") is not None}
-    names = [n for n in table if n in acc]
-    rho = spearman(np.array([acc[n] for n in names]), np.array([table[n]["auc_mean"] for n in names]))
-    return {"estimators": names, "accuracy": [acc[n] for n in names], "spearman_accuracy_auc": rho}
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = tyro.cli(Args, args=argv, description=__doc__, registry=CONFIG_FLAGS)
     if args.metric not in ("success", "reward"):
@@ -129,8 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
     ev: dict[str, Any] = {**qs.eval_kwargs(), "n_eval": args.n_eval}
     if args.env is not None:
         quickstart_kw = QuickstartConfig().train_env_kwargs()
-        env_id, kw = args.env, {k: v for k, v in rl.env_kwargs.items() if rl.env_kwargs != quickstart_kw}
-        kw.pop("split", None)
+        kw = {} if rl.env_kwargs == quickstart_kw else {k: v for k, v in rl.env_kwargs.items() if k != "split"}
+        env_id = args.env
         qs = replace(qs, env_id=env_id)
         warm_kw = {**kw, "split": "train"}
         rl = replace(rl, env_kwargs=warm_kw)

@@ -146,32 +146,6 @@ def test_compare_credit_on_another_env_shares_one_warm_start(tmp_path) -> None:
     assert (tmp_path / "sft" / "config.json").stat().st_mtime_ns == stamp
 
 
-def test_compare_credit_accuracy_vs_learning_by_hand() -> None:
-    fn = _load("compare_credit").accuracy_vs_learning
-    table = {"grpo": {"auc_mean": 0.0266}, "rebn": {"auc_mean": 0.0273}, "pvd": {"auc_mean": 0.0366},
-             "turn_return": {"auc_mean": 0.0281}, "new": {"auc_mean": 0.5}}  # fmt: skip
-    report = {"rows": [{"name": "grpo", "spearman": 0.36}, {"name": "rebn", "spearman": 0.45},
-                       {"name": "pvd", "spearman": 0.69}, {"name": "turn_return", "spearman": 0.32},
-                       {"name": "gae", "spearman": None}]}  # fmt: skip
-    out = fn(table, report)
-    assert out["estimators"] == ["grpo", "rebn", "pvd", "turn_return"]  # "new" has no accuracy row
-    # accuracy ranks (2, 3, 4, 1), AUC ranks (1, 2, 4, 3): sum d^2 = 6, rho = 1 - 6 * 6 / (4 * 15) = 0.4
-    assert abs(out["spearman_accuracy_auc"] - 0.4) < 1e-12
-
-
-def test_compare_credit_summary_by_hand() -> None:
-    summarize = _load("compare_credit").summarize
-    res = {"a": {0: [0.0, 0.2, 0.4], 1: [0.0, 0.4, 0.4]}, "b": {0: [0.0, 0.0, 0.2], 1: [0.0, 0.2, 0.2]}}
-    out = summarize(res, [0, 10, 20], threshold=0.3)
-    assert out["threshold"] == 0.3
-    assert out["table"]["a"]["episodes_to_threshold"] == [20, 10] and out["table"]["a"]["reached"] == 2
-    assert out["table"]["b"]["episodes_to_threshold"] == [None, None] and out["table"]["b"]["reached"] == 0
-    # AUC of run a0: (10 * 0.1 + 10 * 0.3) / 20 = 0.2; of a1: (10 * 0.2 + 10 * 0.4) / 20 = 0.3
-    assert abs(out["table"]["a"]["auc_mean"] - 0.25) < 1e-12 and abs(out["table"]["a"]["auc_sd"] - 0.05) < 1e-12
-    # default threshold: halfway from the start (0) to the best mean (a's 0.4 at 20 episodes)
-    assert abs(summarize(res, [0, 10, 20], threshold=None)["threshold"] - 0.2) < 1e-12
-
-
 @pytest.mark.slow
 def test_train_search_smollm2_lora_smoke() -> None:
     out = _run("train_search_smollm2_lora", ["--steps", "1", "--num-groups", "1", "--group-size", "2", "--n-eval", "2",
