@@ -21,7 +21,7 @@ from creditgym.envs.device import DEVICE
 from creditgym.trainers import GRPOConfig, GRPOTrainer
 from creditgym.trainers.evaluate import evaluate
 from creditgym.trainers.flags import CONFIG_FLAGS
-from creditgym.trainers.quickstart import QuickstartConfig, warm_start
+from creditgym.trainers.quickstart import small_warm_start
 
 
 @dataclass
@@ -47,10 +47,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(2)
 
     # 1. a tiny from-scratch model, warm-started by SFT on an imperfect scripted expert
-    warm = QuickstartConfig(env_id=args.env, seed=rl.seed, hidden_size=args.hidden, num_layers=args.layers,
-                            induction_steps=0, expert_episodes=args.expert_episodes, epsilon=0.3,
-                            sft_epochs=args.sft_epochs, sft_lr=1e-2, progress=False)  # fmt: skip
-    policy, _ = warm_start(warm, env_kwargs=rl.env_kwargs)
+    policy = small_warm_start(args.env, rl.env_kwargs, rl.seed, args.hidden, args.layers, args.expert_episodes,
+                              args.sft_epochs)  # fmt: skip
     kw = dict(n_eval=args.n_eval, env_kwargs=rl.env_kwargs, max_new_tokens=rl.max_new_tokens)
     before = evaluate(policy, args.env, **kw)
 

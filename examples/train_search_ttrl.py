@@ -23,12 +23,11 @@ from typing import Annotated
 import torch
 import tyro
 
-from creditgym.agents.hf import HFPolicy
 from creditgym.envs.search import SEARCH_EASY
 from creditgym.trainers import GRPOConfig, GRPOTrainer
 from creditgym.trainers.evaluate import evaluate
 from creditgym.trainers.flags import CONFIG_FLAGS
-from creditgym.trainers.quickstart import QuickstartConfig, warm_start
+from creditgym.trainers.quickstart import small_warm_start
 
 
 @dataclass
@@ -61,13 +60,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(2)
 
     # 1. a tiny from-scratch model, warm-started on an imperfect scripted expert (train split, labelled)
-    if args.sft_model is not None:
-        policy = HFPolicy.from_pretrained(args.sft_model, seed=rl.seed)
-    else:
-        warm = QuickstartConfig(env_id=args.env, seed=rl.seed, hidden_size=args.hidden, num_layers=args.layers,
-                                induction_steps=0, expert_episodes=args.expert_episodes, epsilon=0.3,
-                                sft_epochs=args.sft_epochs, sft_lr=1e-2, progress=False)  # fmt: skip
-        policy, _ = warm_start(warm, env_kwargs={**rl.env_kwargs, "split": "train"})
+    policy = small_warm_start(args.env, {**rl.env_kwargs, "split": "train"}, rl.seed, args.hidden, args.layers,
+                              args.expert_episodes, args.sft_epochs, sft_model=args.sft_model)  # fmt: skip
 
     def held_out() -> dict[str, float]:
         res = evaluate(policy, args.env, n_eval=args.n_eval, samples=args.eval_samples, temperature=0.6,

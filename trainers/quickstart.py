@@ -28,6 +28,7 @@ import torch
 
 from creditgym.agents import tiny
 from creditgym.agents.base import Sampling, TrainablePolicy
+from creditgym.agents.hf import HFPolicy
 from creditgym.agents.induction import InductionConfig, induction_warmup
 from creditgym.agents.rollout import Collector
 from creditgym.agents.scripted import ScriptedPolicy
@@ -40,7 +41,8 @@ from creditgym.trainers.run_log import StageTimer
 from creditgym.trainers.sft import SFTConfig, SFTTrainer
 from creditgym.trajectory import Episode, episode_success
 
-__all__ = ["QuickstartConfig", "plot_reward_curve", "run_quickstart", "save_model", "tiny_policy", "warm_start"]
+__all__ = ["QuickstartConfig", "plot_reward_curve", "run_quickstart", "save_model", "small_warm_start", "tiny_policy",
+           "warm_start"]
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +231,21 @@ def warm_start(
         "stages_s": _rounded(timer.seconds),
     }  # fmt: skip
     return policy, report
+
+
+def small_warm_start(
+    env_id: str, env_kwargs: dict[str, Any], seed: int, hidden_size: int, num_layers: int, expert_episodes: int,
+    sft_epochs: int, sft_model: str | Path | None = None,
+) -> TrainablePolicy:
+    """The examples' quick warm start: a tiny model, no induction warm-up, SFT (lr 1e-2) on
+    `expert_episodes` episodes of the scripted expert at epsilon 0.3 played with `env_kwargs`.
+    `sft_model` loads a saved model (e.g. the quickstart's `sft_model/`) instead."""
+    if sft_model is not None:
+        return HFPolicy.from_pretrained(sft_model, seed=seed)
+    cfg = QuickstartConfig(env_id=env_id, seed=seed, hidden_size=hidden_size, num_layers=num_layers, induction_steps=0,
+                           expert_episodes=expert_episodes, epsilon=0.3, sft_epochs=sft_epochs, sft_lr=1e-2,
+                           progress=False)  # fmt: skip
+    return warm_start(cfg, env_kwargs=env_kwargs)[0]
 
 
 def save_model(policy: TrainablePolicy, path: Path, cfg: QuickstartConfig) -> Path:
