@@ -147,17 +147,18 @@ class TrainerLoop:
             while self.step_idx < self.total_steps:
                 last = self.step()
         finally:
-            if self._logger is not None:
-                self._logger.close()
-                self._logger = None
+            self._close_logger()
         return {**last, "steps": float(self.step_idx), "skipped_steps": float(self.skipped_steps)}
+
+    def _close_logger(self) -> None:
+        if self._logger is not None:
+            self._logger.close()
+            self._logger = None
 
     def close(self) -> None:
         """Release what the trainer opened (the run logger here; subclasses add their Collector's env
         workers and the async worker). Idempotent; `with Trainer(...) as tr:` calls it on exit."""
-        if self._logger is not None:
-            self._logger.close()
-            self._logger = None
+        self._close_logger()
 
     def __enter__(self) -> TrainerLoop:
         return self
