@@ -111,19 +111,17 @@ def main(argv: list[str] | None = None) -> dict:
         for name in args.estimators.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
                 policy = HFPolicy.from_pretrained(ckpt, seed=seed)
-                tr = GRPOTrainer(policy, env_id, replace(rl, estimator=name, seed=seed))
                 curve = [start]
-                while tr.step_idx < tr.total_steps:
-                    tr.step()
-                    if tr.step_idx % args.eval_every == 0 or tr.step_idx == tr.total_steps:
-                        result = evaluate(policy, env_id, **ev)
-                        curve.append(getattr(result, args.metric))
-                        final.setdefault(name, {})[seed] = {"success": result.success, "reward": result.reward,
-                                                            **result.metrics}  # fmt: skip
-                        print(f"{name} seed {seed}: step {tr.step_idx}/{tr.total_steps}, {args.metric} {curve[-1]:.3f} "
-                              f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
-                tr.close()
+                with GRPOTrainer(policy, env_id, replace(rl, estimator=name, seed=seed)) as tr:
+                    while tr.step_idx < tr.total_steps:
+                        tr.step()
+                        if tr.step_idx % args.eval_every == 0 or tr.step_idx == tr.total_steps:
+                            result = evaluate(policy, env_id, **ev)
+                            curve.append(getattr(result, args.metric))
+                            print(f"{name} seed {seed}: step {tr.step_idx}/{tr.total_steps}, {args.metric} "
+                                  f"{curve[-1]:.3f} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
                 results.setdefault(name, {})[seed] = curve
+                final.setdefault(name, {})[seed] = {"success": result.success, "reward": result.reward, **result.metrics}
     per_round = rl.num_groups * rl.group_size
     evals = sorted({*range(args.eval_every, rl.steps + 1, args.eval_every), rl.steps})
     samples = [0] + [s * per_round for s in evals]
