@@ -70,18 +70,22 @@ class DeviceEnv(TextEnv):
         adb_timeout_s: float = 10.0,
         tasks_path: str | None = None,
         abstraction: str = "planner",
+        screen: str = "full",
         **kwargs: Any,
     ):
         super().__init__(max_turns=max_turns, invalid_penalty=invalid_penalty, split=split, **kwargs)
         if abstraction not in ("subgoals", "planner"):
             raise ValueError(f"abstraction must be 'subgoals' or 'planner' (docs/credit.md, pvd), got {abstraction!r}")
         self.abstraction = abstraction
+        if screen not in ("full", "compact"):
+            raise ValueError(f"screen must be 'full' (AndroidWorld's element lines) or 'compact' (no bounds, short ids), got {screen!r}")
+        self.screen = screen
         # the planner's private copy of this simulator is built from the same settings, lazily
         self._planner_kwargs = dict(split=split, difficulty=difficulty, popup_prob=popup_prob, list_length=list_length,
                                     distractor_elements=distractor_elements, shuffle_layout=shuffle_layout,
                                     p_infeasible=p_infeasible, max_turns=max_turns, step_penalty=step_penalty,
                                     invalid_penalty=invalid_penalty, progress_shaping=progress_shaping,
-                                    abstraction="subgoals", **kwargs)  # fmt: skip
+                                    abstraction="subgoals", screen=screen, **kwargs)  # fmt: skip
         self._planner: DeviceEnv | None = None
         self._seen_obs: list[str] = []
         if backend not in ("sim", "adb"):
@@ -167,7 +171,7 @@ class DeviceEnv(TextEnv):
     def _screen_text(self) -> str:
         if self._adb is not None and self._adb_err is not None:
             return self._backend_error_obs(self._adb_err)
-        return render_screen(self._app, self._elements)
+        return render_screen(self._app, self._elements, compact=self.screen == "compact")
 
     # ------------------------------------------------------------------ parsing and stepping
     def _parse(self, action: str) -> Parsed | Invalid:

@@ -8,6 +8,15 @@ AndroidWorld's T3A agent does:
 `render_screen` writes the text and `parse_screen` reads it back (scripted experts use it), so
 a screen re-parses to the same elements. The hidden `action` of an element (what a click does in
 the simulator) is never rendered.
+
+`compact=True` writes the same elements in about 45% of the tokens, for small models on CPU: no
+bounds, and a resource id of the current app's package shortened to its name (`contacts:id/name`
+on the Contacts screen is written `id="name"`, the home screen's `launcher:id/...` likewise; other
+ids, such as `android:id/clock`, stay whole):
+
+    [3] Button text="Send" id="send" clickable
+
+`parse_screen` reads both forms (a compact element's bounds read back as zeros).
 """
 
 from __future__ import annotations
@@ -87,9 +96,16 @@ def _q(s: str) -> str:
     return out
 
 
-def render_element(i: int, e: UIElement) -> str:
-    """One screen line (ENVS.md section 4 line grammar)."""
-    parts = [f"UI element {i}: {e.cls}"]
+def _short_rid(app: str) -> str:
+    """The resource-id prefix a compact screen of `app` leaves out (the home screen is the launcher's)."""
+    return f"{'launcher' if app == 'Home' else app.lower()}:id/"
+
+
+def render_element(i: int, e: UIElement, compact_app: str | None = None) -> str:
+    """One screen line (ENVS.md section 4 line grammar); `compact_app` (the current app's name)
+    writes the compact form of the module docstring."""
+    compact = compact_app is not None
+    parts = [f"[{i}] {e.cls}" if compact else f"UI element {i}: {e.cls}"]
     if e.text is not None:
         parts.append(f"text={_q(e.text)}")
     if e.desc is not None:
@@ -97,25 +113,30 @@ def render_element(i: int, e: UIElement) -> str:
     if e.hint is not None:
         parts.append(f"hint={_q(e.hint)}")
     if e.rid is not None:
-        parts.append(f"id={_q(e.rid)}")
+        prefix = _short_rid(compact_app) if compact_app else None
+        parts.append(f"id={_q(e.rid[len(prefix):] if prefix and e.rid.startswith(prefix) else e.rid)}")
     if e.checkable:
         parts.append(f"checked={'true' if e.checked else 'false'}")
     for flag in ("editable", "scrollable", "clickable", "focused", "disabled"):
         if getattr(e, flag):
             parts.append(flag)
+    if compact:
+        return " ".join(parts)
     x1, y1, x2, y2 = e.bounds
     parts.append(f"bounds=[{x1},{y1}][{x2},{y2}]")
     return " ".join(parts)
 
 
-def render_screen(app: str, elements: Sequence[UIElement]) -> str:
-    """The whole screen: a header naming the app, then one line per element."""
+def render_screen(app: str, elements: Sequence[UIElement], compact: bool = False) -> str:
+    """The whole screen: a header naming the app, then one line per element (`compact`: the
+    module docstring's short form)."""
     lines = [f"Current app: {app}"]
-    lines += [render_element(i, e) for i, e in enumerate(elements)]
+    lines += [render_element(i, e, app if compact else None) for i, e in enumerate(elements)]
     return "\n".join(lines)
 
 
 _LINE = re.compile(r"^UI element (\d+): (\S+)(.*) bounds=\[(-?\d+),(-?\d+)\]\[(-?\d+),(-?\d+)\]$")
+_COMPACT_LINE = re.compile(r"^\[(\d+)\] (\S+)(.*)$")
 _FLAGS = ("editable", "scrollable", "clickable", "focused", "disabled")
 
 
@@ -161,19 +182,25 @@ def parse_screen(text: str) -> tuple[str, list[UIElement]]:
             elements = []
             continue
         m = _LINE.match(line)
+        compact = m is None
+        m = m or _COMPACT_LINE.match(line)
         if not m:
             continue
         attrs = _parse_attrs(m.group(3))
         if attrs is None:
             continue
+        rid = attrs.get("id")
+        if compact and rid is not None and ":" not in rid:
+            rid = _short_rid(app) + rid
+        bounds = (0, 0, 0, 0) if compact else (int(m.group(4)), int(m.group(5)), int(m.group(6)), int(m.group(7)))
         elements.append(
             UIElement(
                 cls=m.group(2),
-                bounds=(int(m.group(4)), int(m.group(5)), int(m.group(6)), int(m.group(7))),
+                bounds=bounds,
                 text=attrs.get("text"),
                 desc=attrs.get("desc"),
                 hint=attrs.get("hint"),
-                rid=attrs.get("id"),
+                rid=rid,
                 checkable="checked" in attrs,
                 checked=bool(attrs.get("checked", False)),
                 editable=bool(attrs.get("editable")),

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from creditgym.envs.device import DeviceEnv
 from creditgym.envs.device.actions import DeviceAction, parse_action
 from creditgym.envs.device.screen import UIElement, parse_screen, render_element, render_screen
 
@@ -92,6 +93,35 @@ def test_screen_reparses_to_the_same_elements(elements: list[UIElement]) -> None
     app, back = parse_screen(text)
     assert app == "Messages"
     assert back == elements
+
+
+@given(st.lists(_ELEMENTS, max_size=6), st.sampled_from(["Messages", "Home", "Settings"]))
+def test_compact_screen_reparses_to_the_same_elements_without_bounds(elements: list[UIElement], app: str) -> None:
+    elements = [UIElement(**{**e.__dict__, "checked": e.checkable and bool(e.bounds[0] % 2)}) for e in elements]
+    text = render_screen(app, elements, compact=True)
+    assert "bounds=" not in text
+    back_app, back = parse_screen(text)
+    assert back_app == app
+    assert back == [UIElement(**{**e.__dict__, "bounds": (0, 0, 0, 0)}) for e in elements]
+
+
+def test_compact_line_grammar_by_hand() -> None:
+    e = UIElement("Switch", (0, 264, 1080, 464), text="Wi-Fi", rid="settings:id/wifi", checkable=True, checked=True, clickable=True)
+    assert render_element(4, e, "Settings") == '[4] Switch text="Wi-Fi" id="wifi" checked=true clickable'
+    assert render_element(4, e, "Contacts") == '[4] Switch text="Wi-Fi" id="settings:id/wifi" checked=true clickable'
+    home = UIElement("TextView", (0, 0, 270, 320), text="Clock", rid="launcher:id/clock", clickable=True)
+    clock = UIElement("TextView", (0, 0, 1080, 96), text="09:41", rid="android:id/clock")
+    text = render_screen("Home", [clock, home], compact=True)
+    assert text == 'Current app: Home\n[0] TextView text="09:41" id="android:id/clock"\n[1] TextView text="Clock" id="clock" clickable'
+    assert [e.rid for e in parse_screen(text)[1]] == ["android:id/clock", "launcher:id/clock"]
+
+
+def test_compact_screen_costs_fewer_tokens_and_the_env_checks_the_knob() -> None:
+    full, compact = (DeviceEnv(difficulty=2, screen=s).reset(seed=3)[0] for s in ("full", "compact"))
+    assert len(compact) < 0.75 * len(full)
+    assert parse_screen(compact)[1] == [UIElement(**{**e.__dict__, "bounds": (0, 0, 0, 0)}) for e in parse_screen(full)[1]]
+    with pytest.raises(ValueError, match="screen must be"):
+        DeviceEnv(screen="tiny")
 
 
 def test_line_grammar_by_hand() -> None:

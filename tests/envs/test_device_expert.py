@@ -27,6 +27,7 @@ def test_expert_meets_targets(difficulty: int, target: float) -> None:
     {"popup_prob": 0.6, "difficulty": (2, 3)},
     {"split": "heldout", "difficulty": 3},
     {"p_infeasible": 1.0, "difficulty": (1, 2, 3), "list_length": (30, 30)},
+    {"screen": "compact", "difficulty": (1, 2, 3), "popup_prob": 0.3},
 ])
 def test_expert_is_robust_to_knobs(kwargs: dict) -> None:
     env = gymnasium.make(ENV_ID, **kwargs)
