@@ -53,12 +53,14 @@ class Args:
     """start both runs from this saved model (e.g. the quickstart's runs/quickstart/sft_model, with its
     prompt in --env-kwargs: "prompt_path": "trainers/data/quickstart_prompt.txt") instead of the
     small warm start above"""
+    threads: int = 2
+    """torch intra-op threads (two runs sharing 2 cores: 1 each, or OpenMP oversubscribes them)"""
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = tyro.cli(Args, args=argv, description=__doc__, registry=CONFIG_FLAGS)
     rl = args.train
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
 
     # 1. one warm start (imperfect expert over all hop counts), copied for both runs
     start = small_warm_start(args.env, rl.env_kwargs, rl.seed, args.hidden, args.layers, args.expert_episodes,

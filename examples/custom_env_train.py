@@ -38,12 +38,14 @@ class Args:
     sft_epochs: int = 3
     n_eval: int = 32
     """held-out tasks evaluated before and after RL"""
+    threads: int = 2
+    """torch intra-op threads (two runs sharing 2 cores: 1 each, or OpenMP oversubscribes them)"""
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = tyro.cli(Args, args=argv, description=__doc__, registry=CONFIG_FLAGS)
     rl = args.train
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     # examples/custom_env.py registers the env and its scripted expert (imported once per process)
     env_id = import_source(str(Path(__file__).with_name("custom_env.py"))).ENV_ID
 

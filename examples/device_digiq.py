@@ -67,6 +67,8 @@ class Args:
     """held-out tasks evaluated after each stage"""
     n_rank_episodes: int = 16
     """held-out expert episodes whose states measure Q's ranking"""
+    threads: int = 2
+    """torch intra-op threads (two runs sharing 2 cores: 1 each, or OpenMP oversubscribes them)"""
 
 
 def clone(policy: HFPolicy) -> HFPolicy:
@@ -76,7 +78,7 @@ def clone(policy: HFPolicy) -> HFPolicy:
 def main(argv: list[str] | None = None) -> dict:
     args = tyro.cli(Args, args=argv, description=__doc__, registry=CONFIG_FLAGS)
     dq, kw = args.train, args.train.env_kwargs
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     out = Path(dq.out_dir or tempfile.mkdtemp(prefix="digiq_"))
     tiny = args.model == "tiny"  # learning rates: tiny from-scratch model vs a pretrained one
 

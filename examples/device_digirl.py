@@ -63,6 +63,8 @@ class Args:
     n_policy: int = 16
     n_eval: int = 32
     """held-out tasks evaluated after each stage"""
+    threads: int = 2
+    """torch intra-op threads (two runs sharing 2 cores: 1 each, or OpenMP oversubscribes them)"""
 
 
 def clone(policy: HFPolicy) -> HFPolicy:
@@ -72,7 +74,7 @@ def clone(policy: HFPolicy) -> HFPolicy:
 def main(argv: list[str] | None = None) -> dict:
     args = tyro.cli(Args, args=argv, description=__doc__, registry=CONFIG_FLAGS)
     rl, kw = args.train, args.train.env_kwargs
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     out = Path(rl.out_dir or tempfile.mkdtemp(prefix="digirl_"))
     tiny = args.model == "tiny"  # learning rates: tiny from-scratch model vs a pretrained one
 

@@ -37,11 +37,13 @@ class Args:
     hidden: int = 128
     """tiny model width"""
     layers: int = 2
+    threads: int = 2
+    """torch intra-op threads (two runs sharing 2 cores: 1 each, or OpenMP oversubscribes them)"""
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = tyro.cli(Args, args=argv, description=__doc__, registry=CONFIG_FLAGS)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
 
     # one tiny from-scratch policy per role, same initial weights
     model = QuickstartConfig(hidden_size=args.hidden, num_layers=args.layers, seed=args.train.seed)

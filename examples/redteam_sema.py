@@ -60,12 +60,14 @@ class Args:
     """Held-out episodes per victim level."""
     victim_url: str | None = None
     judge_url: str | None = None
+    threads: int = 2
+    """torch intra-op threads (two runs sharing 2 cores: 1 each, or OpenMP oversubscribes them)"""
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = tyro.cli(Args, args=argv, description=__doc__, registry=CONFIG_FLAGS)
     rl = args.train
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     if args.model:
         policy = pretrained.load(args.model)
     else:

@@ -39,12 +39,14 @@ class Args:
     sft_epochs: int = 2
     n_eval: int = 32
     """held-out tasks evaluated before and after RL"""
+    threads: int = 2
+    """torch intra-op threads (two runs sharing 2 cores: 1 each, or OpenMP oversubscribes them)"""
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = tyro.cli(Args, args=argv, description=__doc__, registry=CONFIG_FLAGS)
     rl = args.train
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
 
     # 1. a tiny from-scratch model, warm-started by SFT on an imperfect scripted expert
     policy = small_warm_start(args.env, rl.env_kwargs, rl.seed, args.hidden, args.layers, args.expert_episodes,

@@ -52,12 +52,14 @@ class Args:
     """start from this saved model (e.g. the quickstart's runs/quickstart/sft_model, with its prompt:
     --env-kwargs '{"topk": 1, "split": "test", "prompt_path": "trainers/data/quickstart_prompt.txt"}')
     instead of the small warm start above"""
+    threads: int = 2
+    """torch intra-op threads (two runs sharing 2 cores: 1 each, or OpenMP oversubscribes them)"""
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = tyro.cli(Args, args=argv, description=__doc__, registry=CONFIG_FLAGS)
     rl = args.train
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
 
     # 1. a tiny from-scratch model, warm-started on an imperfect scripted expert (train split, labelled)
     policy = small_warm_start(args.env, {**rl.env_kwargs, "split": "train"}, rl.seed, args.hidden, args.layers,

@@ -65,11 +65,13 @@ class Args:
     layers: int = 1
     out_dir: str | None = None
     """keeps the model the server loads and the gateway's episodes.jsonl (default: a temporary folder)"""
+    threads: int = 2
+    """torch intra-op threads (two runs sharing 2 cores: 1 each, or OpenMP oversubscribes them)"""
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     args = tyro.cli(Args, args=argv, description=__doc__)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     out = Path(args.out_dir or tempfile.mkdtemp(prefix="creditgym-gateway-"))
     config = tiny.TinyConfig(hidden_size=args.hidden, num_layers=args.layers)
     policy = tiny.build(seed=0, config=config, env_ids=[SEARCH_EASY])  # the learner

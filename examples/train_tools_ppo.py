@@ -39,12 +39,14 @@ class Args:
     layers: int = 2
     n_eval: int = 32
     """held-out tasks evaluated before and after RL"""
+    threads: int = 2
+    """torch intra-op threads (two runs sharing 2 cores: 1 each, or OpenMP oversubscribes them)"""
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = tyro.cli(Args, args=argv, description=__doc__, registry=CONFIG_FLAGS)
     ppo = args.train
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
 
     # a tiny from-scratch model, trained by PPO alone (no warm start)
     policy = tiny_policy(QuickstartConfig(hidden_size=args.hidden, num_layers=args.layers, seed=ppo.seed))
