@@ -30,7 +30,7 @@ from typing import Annotated
 import torch
 import tyro
 
-from creditgym.agents import HFPolicy, pretrained
+from creditgym.agents import HFPolicy
 from creditgym.agents.base import Sampling
 from creditgym.agents.offline import collect_offline, expert_episodes
 from creditgym.envs.device import DEVICE
@@ -38,7 +38,7 @@ from creditgym.trainers import DigiQConfig, DigiQTrainer, SFTConfig, SFTTrainer
 from creditgym.trainers.digirl import filtered_bc
 from creditgym.trainers.evaluate import evaluate
 from creditgym.trainers.flags import CONFIG_FLAGS
-from creditgym.trainers.quickstart import QuickstartConfig, tiny_policy, warm_start
+from creditgym.trainers.quickstart import small_warm_start
 
 
 @dataclass
@@ -56,6 +56,12 @@ class Args:
     warm_episodes: int = 32
     """noisy-expert episodes (eps 0.3) of the SFT warm start"""
     warm_epochs: int = 4
+    warm_batch_episodes: int = 16
+    """episodes per warm-start SFT step (4 learns Device's action format in fewer tokens)"""
+    induction_steps: int = 0
+    """induction warm-up steps before the warm start's SFT (the quickstart uses 900)"""
+    sft_model: str | None = None
+    """a saved warm start (an earlier run's OUT/warm_start/model): skips step 1's SFT"""
     bc_epochs: int = 2
     """SFT epochs of the filtered-BC baseline"""
     n_expert: int = 16
@@ -83,11 +89,10 @@ def main(argv: list[str] | None = None) -> dict:
     tiny = args.model == "tiny"  # learning rates: tiny from-scratch model vs a pretrained one
 
     # 1. warm start: SFT on noisy-expert episodes
-    warm_cfg = QuickstartConfig(env_id=DEVICE, seed=dq.seed, hidden_size=args.hidden, num_layers=args.layers,
-                                induction_steps=0, expert_episodes=args.warm_episodes, epsilon=0.3,
-                                sft_epochs=args.warm_epochs, sft_lr=3e-3 if tiny else 1e-5, progress=False)  # fmt: skip
-    model = tiny_policy(warm_cfg).to(args.device) if tiny else pretrained.load(args.model, device=args.device, seed=dq.seed)
-    warm, _ = warm_start(warm_cfg, out / "warm_start", env_kwargs=kw, policy=model)
+    warm = small_warm_start(DEVICE, kw, dq.seed, args.hidden, args.layers, args.warm_episodes, args.warm_epochs,
+                            args.sft_model, sft_lr=3e-3 if tiny else 1e-5, induction_steps=args.induction_steps,
+                            sft_batch_episodes=args.warm_batch_episodes, model=args.model, device=args.device,
+                            out_dir=out / "warm_start")  # fmt: skip
     evaluate_kw = dict(n_eval=args.n_eval, env_kwargs=kw, max_new_tokens=dq.max_new_tokens)
     results = {"warm_start": evaluate(warm, DEVICE, **evaluate_kw).success}
 

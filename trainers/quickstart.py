@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from creditgym.agents import tiny
+from creditgym.agents import pretrained, tiny
 from creditgym.agents.base import Sampling, TrainablePolicy
 from creditgym.agents.hf import HFPolicy
 from creditgym.agents.induction import InductionConfig, induction_warmup
@@ -72,6 +72,10 @@ class QuickstartConfig:
     """SFT only on the expert episodes that succeeded (rejection sampling on the imperfect expert:
     its random detours stay in the kept episodes, its failures do not)."""
     sft_lr_schedule: str = "constant"
+    sft_batch_episodes: int = 16
+    """Episodes per SFT step. Window-history envs (Device: one row per turn, ~8 turns) learn the
+    action format in fewer tokens with small batches (4), since the plateau before the format is
+    learnt lasts a number of optimizer steps, not of tokens (docs/design-notes.md)."""
     """SFT learning-rate schedule after warm-up: constant, linear or cosine (trainers.schedule.lr_factor)."""
     estimator: str = "turn_return"
     """A turn-level estimator (CREDIT.md): turn_return, gigpo, ..."""
@@ -218,8 +222,8 @@ def warm_start(
         expert = _expert_episodes(cfg, policy.tokenizer, cfg.train_env_kwargs() if env_kwargs is None else env_kwargs)
         if out is not None:
             RolloutStore(out / "expert_episodes.jsonl", fsync=False).extend(expert)
-    sft_cfg = SFTConfig(lr=cfg.sft_lr, epochs=cfg.sft_epochs, batch_episodes=16, warmup_steps=5, seed=cfg.seed,
-                        lr_schedule=cfg.sft_lr_schedule,
+    sft_cfg = SFTConfig(lr=cfg.sft_lr, epochs=cfg.sft_epochs, batch_episodes=cfg.sft_batch_episodes, warmup_steps=5,
+                        seed=cfg.seed, lr_schedule=cfg.sft_lr_schedule,
                         out_dir=None if out is None else str(out / "sft"), progress=cfg.progress)  # fmt: skip
     with timer("sft_s"):
         sft_eps = [e for e in expert if episode_success(e) >= 1.0] if cfg.sft_successes_only else expert
@@ -235,17 +239,25 @@ def warm_start(
 
 def small_warm_start(
     env_id: str, env_kwargs: dict[str, Any], seed: int, hidden_size: int, num_layers: int, expert_episodes: int,
-    sft_epochs: int, sft_model: str | Path | None = None,
+    sft_epochs: int, sft_model: str | Path | None = None, *, sft_lr: float = 1e-2, induction_steps: int = 0,
+    sft_batch_episodes: int = 16, model: str = "tiny", device: str = "cpu", out_dir: str | Path | None = None,
 ) -> TrainablePolicy:
-    """The examples' quick warm start: a tiny model, no induction warm-up, SFT (lr 1e-2) on
-    `expert_episodes` episodes of the scripted expert at epsilon 0.3 played with `env_kwargs`.
-    `sft_model` loads a saved model (e.g. the quickstart's `sft_model/`) instead."""
+    """The examples' quick warm start: a tiny model (or the pretrained `model`, agents/pretrained.py),
+    `induction_steps` of induction warm-up (0 = none), SFT at `sft_lr` on `expert_episodes` episodes
+    of the scripted expert at epsilon 0.3 played with `env_kwargs`. `sft_model` loads a saved model
+    (e.g. the quickstart's `sft_model/`, or an earlier run's `OUT_DIR/model`) instead. `out_dir`
+    keeps the expert episodes, the SFT logs and the model (`out_dir/model`, for a later `sft_model`)."""
     if sft_model is not None:
-        return HFPolicy.from_pretrained(sft_model, seed=seed)
-    cfg = QuickstartConfig(env_id=env_id, seed=seed, hidden_size=hidden_size, num_layers=num_layers, induction_steps=0,
-                           expert_episodes=expert_episodes, epsilon=0.3, sft_epochs=sft_epochs, sft_lr=1e-2,
+        return HFPolicy.from_pretrained(sft_model, seed=seed).to(device)
+    cfg = QuickstartConfig(env_id=env_id, seed=seed, hidden_size=hidden_size, num_layers=num_layers,
+                           induction_steps=induction_steps, expert_episodes=expert_episodes, epsilon=0.3,
+                           sft_epochs=sft_epochs, sft_lr=sft_lr, sft_batch_episodes=sft_batch_episodes,
                            progress=False)  # fmt: skip
-    return warm_start(cfg, env_kwargs=env_kwargs)[0]
+    base = tiny_policy(cfg).to(device) if model == "tiny" else pretrained.load(model, device=device, seed=seed)
+    policy = warm_start(cfg, out_dir, env_kwargs=env_kwargs, policy=base)[0]
+    if out_dir is not None:
+        policy.save(Path(out_dir) / "model")
+    return policy
 
 
 def save_model(policy: TrainablePolicy, path: Path, cfg: QuickstartConfig) -> Path:

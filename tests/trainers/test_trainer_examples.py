@@ -235,11 +235,19 @@ def test_device_digirl_smoke(tmp_path: Path) -> None:
     assert set(out["held_out_success"]) == {"warm_start", "filtered_bc", "digirl_offline", "digirl_online"}
     assert all(_is_fraction(v) for v in out["held_out_success"].values()) and out["train"]["steps"] == 2
     assert (tmp_path / "offline.jsonl").is_file() and (tmp_path / "offline.manifest.json").is_file()
+    assert (tmp_path / "warm_start" / "model" / "config.json").is_file()  # reusable: --sft-model
 
 
-def test_device_digiq_smoke(tmp_path: Path) -> None:
+def test_device_digiq_smoke_from_a_saved_warm_start(tmp_path: Path) -> None:
+    from creditgym.agents import tiny
+
+    saved = tiny.build(seed=0, config=tiny.TinyConfig(hidden_size=32, intermediate_size=96, num_layers=1, num_heads=4,
+                                                      num_kv_heads=2))  # fmt: skip
+    saved.save(tmp_path / "sft")
     out = _run("device_digiq", [*DEVICE_TINY, "--critic-epochs", "1", "--actor-steps", "1", "--n-candidates", "2",
-                                "--n-rank-episodes", "1", "--out-dir", str(tmp_path)])  # fmt: skip
+                                "--n-rank-episodes", "1", "--out-dir", str(tmp_path / "run"),
+                                "--sft-model", str(tmp_path / "sft")])  # fmt: skip
+    assert not (tmp_path / "run" / "warm_start").exists()  # loaded, not made
     assert set(out["held_out_success"]) == {"warm_start", "filtered_bc", "digiq"}
     assert all(_is_fraction(v) for v in out["held_out_success"].values())
     assert _is_fraction(out["q_ranks_expert_above_random"])
