@@ -71,6 +71,8 @@ class Args:
     n_policy: int = 16
     n_eval: int = 32
     """held-out tasks evaluated after each stage"""
+    eval_temperature: float = 1.0
+    """sampling temperature of those evaluations (0: greedy)"""
     n_rank_episodes: int = 16
     """held-out expert episodes whose states measure Q's ranking"""
     threads: int = 2
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
                             args.sft_model, sft_lr=3e-3 if tiny else 1e-5, induction_steps=args.induction_steps,
                             sft_batch_episodes=args.warm_batch_episodes, model=args.model, device=args.device,
                             out_dir=out / "warm_start")  # fmt: skip
-    evaluate_kw = dict(n_eval=args.n_eval, env_kwargs=kw, max_new_tokens=dq.max_new_tokens)
+    evaluate_kw = dict(n_eval=args.n_eval, env_kwargs=kw, max_new_tokens=dq.max_new_tokens,
+                       temperature=args.eval_temperature)
     results = {"warm_start": evaluate(warm, DEVICE, **evaluate_kw).success}
 
     # 2. the offline dataset
@@ -114,7 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
     held = expert_episodes(DEVICE, args.n_rank_episodes, seed=dq.seed + 2, tokenizer=warm.tokenizer,
                            env_kwargs={**kw, "split": "test"})  # fmt: skip
     return {"held_out_success": results, "q_ranks_expert_above_random": trainer.q_ranking(held, seed=dq.seed),
-            "n_eval": args.n_eval, "split": "test", "offline_data": str(out / "offline.jsonl"), "train": summary}  # fmt: skip
+            "n_eval": args.n_eval, "eval_temperature": args.eval_temperature, "split": "test",
+            "offline_data": str(out / "offline.jsonl"), "train": summary}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -69,6 +69,8 @@ class Args:
     n_policy: int = 16
     n_eval: int = 32
     """held-out tasks evaluated after each stage"""
+    eval_temperature: float = 1.0
+    """sampling temperature of those evaluations (0: greedy)"""
     threads: int = 2
     """torch intra-op threads (two runs sharing 2 cores: 1 each, or OpenMP oversubscribes them)"""
 
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
                             args.sft_model, sft_lr=3e-3 if tiny else 1e-5, induction_steps=args.induction_steps,
                             sft_batch_episodes=args.warm_batch_episodes, model=args.model, device=args.device,
                             out_dir=out / "warm_start")  # fmt: skip
-    evaluate_kw = dict(n_eval=args.n_eval, env_kwargs=kw, max_new_tokens=rl.max_new_tokens)
+    evaluate_kw = dict(n_eval=args.n_eval, env_kwargs=kw, max_new_tokens=rl.max_new_tokens,
+                       temperature=args.eval_temperature)
     results = {"warm_start": evaluate(warm, DEVICE, **evaluate_kw).success}
 
     # 2. the offline dataset
@@ -110,8 +113,8 @@ def main(argv: list[str] | None = None) -> dict:
     results["digirl_offline"] = evaluate(policy, DEVICE, **evaluate_kw).success
     summary = trainer.train()
     results["digirl_online"] = evaluate(policy, DEVICE, **evaluate_kw).success
-    return {"held_out_success": results, "n_eval": args.n_eval, "split": "test", "offline_data": str(out / "offline.jsonl"),
-            "train": summary}  # fmt: skip
+    return {"held_out_success": results, "n_eval": args.n_eval, "eval_temperature": args.eval_temperature,
+            "split": "test", "offline_data": str(out / "offline.jsonl"), "train": summary}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -246,9 +246,9 @@ def test_device_digiq_smoke_from_a_saved_warm_start(tmp_path: Path) -> None:
     saved.save(tmp_path / "sft")
     out = _run("device_digiq", [*DEVICE_TINY, "--critic-epochs", "1", "--actor-steps", "1", "--n-candidates", "2",
                                 "--n-rank-episodes", "1", "--out-dir", str(tmp_path / "run"),
-                                "--sft-model", str(tmp_path / "sft")])  # fmt: skip
+                                "--sft-model", str(tmp_path / "sft"), "--eval-temperature", "0"])  # fmt: skip
     assert not (tmp_path / "run" / "warm_start").exists()  # loaded, not made
-    assert set(out["held_out_success"]) == {"warm_start", "filtered_bc", "digiq"}
+    assert set(out["held_out_success"]) == {"warm_start", "filtered_bc", "digiq"} and out["eval_temperature"] == 0.0
     assert all(_is_fraction(v) for v in out["held_out_success"].values())
     assert _is_fraction(out["q_ranks_expert_above_random"])
 
