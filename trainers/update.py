@@ -8,7 +8,8 @@ Rows whose advantages are zero on every trainable token (all-equal GRPO groups, 
 batch) contribute exactly zero policy gradient: every clipped-surrogate variant is proportional to
 the advantage. Unless a KL or entropy term is in the loss, they are left out of the forward and
 backward passes (`skip_zero_adv_rows`), while the normalisers still count them, so the gradient is
-unchanged and the update costs what the informative rows cost.
+unchanged and the update costs what the informative rows cost (the old logprobs of the ratio and of
+TIS are recomputed on those rows only).
 
 The passes run on the batch's row-token layout (`CreditBatch.ids_RT`: one row per episode for the
 `full` history, identical to `ids_BT`; one row per turn for a per-turn history); every `[B, T]` input
@@ -71,8 +72,21 @@ def policy_update(
         rhat_R = flowrl.episode_mean(adv_RT, mask_RT)
         prompt_RT = flowrl.prompt_mask(batch.to_rows(batch.token_turn_BT, -1), attn_RT)
     learner.model.eval()  # dropout off: recomputed and training logprobs must agree (ratio 1 at start)
+    kl_in_loss = ref_RT is not None and not cfg.kl_in_reward
+    informative_R = ((adv_RT != 0) & mask_RT).any(dim=1).tolist()
+    skip_zero = cfg.skip_zero_adv_rows and not kl_in_loss and cfg.entropy_coef == 0 and flow is None
+    # the rows the passes below read: a skipped row's loss terms are zero, so it needs no old logprobs
+    # (nor TIS weights: the TIS metrics cover the rows that train)
+    read_R = informative_R if skip_zero else [True] * R
+    read_mask_RT = mask_RT & torch.tensor(read_R, dtype=torch.bool)[:, None]
     on_policy = cfg.ppo_epochs == 1 and cfg.mini_batches == 1 and cfg.tis_cap is None
-    old_RT = None if on_policy else policy.logprobs(ids_RT, attn_RT, cfg.temperature, mask_BT=mask_RT).cpu()
+    old_RT = None
+    if not on_policy:
+        old_RT = torch.zeros(ids_RT.shape, dtype=torch.float32)
+        rows_read = [i for i in range(R) if read_R[i]]
+        if rows_read:
+            old_RT[rows_read] = policy.logprobs(ids_RT[rows_read], attn_RT[rows_read], cfg.temperature,
+                                                mask_BT=mask_RT[rows_read]).cpu().to(torch.float32)  # fmt: skip
     metrics: dict[str, float] = {}
     skips: list[str] = []
     tis_RT = None
@@ -81,7 +95,7 @@ def policy_update(
             raise ValueError("tis_cap is set but the batch has no sampling logprobs (Turn.action_logprobs)")
         assert old_RT is not None
         gen_RT = batch.to_rows(batch.logprobs_BT)
-        tis_RT, tis_m = losses.tis_weights(old_RT, gen_RT, mask_RT, cfg.tis_cap, cfg.tis_level)
+        tis_RT, tis_m = losses.tis_weights(old_RT, gen_RT, read_mask_RT, cfg.tis_cap, cfg.tis_level)
         metrics.update(tis_m)
     eps_scale_RT = None
     if cfg.per_turn_clip:
@@ -90,9 +104,6 @@ def policy_update(
     eps_low = cfg.clip_eps_low if cfg.clip_eps_low is not None else cfg.clip_eps
     eps_high = cfg.clip_eps_high if cfg.clip_eps_high is not None else cfg.clip_eps
     lengths = row_lengths(attn_RT)
-    kl_in_loss = ref_RT is not None and not cfg.kl_in_reward
-    informative_R = ((adv_RT != 0) & mask_RT).any(dim=1).tolist()
-    skip_zero = cfg.skip_zero_adv_rows and not kl_in_loss and cfg.entropy_coef == 0 and flow is None
     if skip_zero:
         metrics["update/zero_adv_rows_frac"] = 1.0 - sum(informative_R) / max(R, 1)
     rng = np.random.default_rng([cfg.seed, step, 17])

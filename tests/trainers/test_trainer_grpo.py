@@ -127,10 +127,12 @@ def test_nan_advantages_skip_the_update(tiny_policy, caplog) -> None:
     assert "NaN" in caplog.text
 
 
-@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean"])
-def test_skipping_zero_advantage_rows_leaves_the_update_unchanged(tiny_cache: Path, agg: str) -> None:
+@pytest.mark.parametrize(("agg", "extra"), [("token-mean", {}), ("seq-mean-token-mean", {}),
+                                           ("token-mean", {"ppo_epochs": 2, "mini_batches": 2})])  # fmt: skip
+def test_skipping_zero_advantage_rows_leaves_the_update_unchanged(tiny_cache: Path, agg: str, extra: dict) -> None:
     """Rows with all-zero advantages are left out of the passes; parameters after the step match the
-    full pass (same rollouts, same normalisers), and the skipped fraction is logged."""
+    full pass (same rollouts, same normalisers), and the skipped fraction is logged. With several
+    epochs or mini-batches the old logprobs of the ratio are recomputed on the informative rows only."""
     from _trainer_helpers import build_tiny
 
     from creditgym.credit import register_estimator
@@ -148,7 +150,7 @@ def test_skipping_zero_advantage_rows_leaves_the_update_unchanged(tiny_cache: Pa
     for skip in (True, False):
         policy = build_tiny(tiny_cache)
         tr = GRPOTrainer(policy, ENV_ID, _cfg(estimator="trainer_test_half_zero", steps=1, token_budget=64,
-                                              skip_zero_adv_rows=skip, loss_agg=agg))  # fmt: skip
+                                              skip_zero_adv_rows=skip, loss_agg=agg, **extra))  # fmt: skip
         tr.train()
         params.append(params_vector(policy.model))
         norms.append(tr.history[-1]["grad_norm"])
