@@ -152,7 +152,7 @@ class QuickstartConfig:
         return kw
 
 
-def tiny_policy(cfg: QuickstartConfig) -> TrainablePolicy:
+def tiny_policy(cfg: QuickstartConfig) -> HFPolicy:
     """The quickstart's tiny from-scratch model (width and depth from `cfg`, seeded by `cfg.seed`)."""
     h = cfg.hidden_size
     tcfg = tiny.TinyConfig(hidden_size=h, intermediate_size=3 * h, num_layers=cfg.num_layers, num_heads=4, num_kv_heads=2)
