@@ -5,12 +5,12 @@ best-of-N policy extraction, vs filtered BC on the same data; and how often Q pr
     python examples/device_digiq.py --model smollm2-135m-instruct --device cuda --n-noisy 512 --lr 1e-5 \
         --repr-lr 2e-5 --critic-epochs 40 --actor-steps 200 --n-candidates 16 --max-new-tokens 128   # a GPU
 
-1. A tiny from-scratch model gets a short SFT warm start on noisy-expert episodes (the quickstart's
-   `warm_start`).
-2. `collect_offline` writes the offline dataset (expert, noisy expert with eps 0.5, random, and the
-   warm-started policy's episodes) to `OUT/offline.jsonl`.
-3. From the same warm start: filtered BC (SFT on the successes) and Digi-Q (representation
-   fine-tuning of a copy, TD on its frozen features, best-of-N extraction into the policy).
+1. `offline_start` (trainers/offline_start.py): a tiny from-scratch model gets a short SFT warm
+   start on noisy-expert episodes (or `--sft-model` loads one); `collect_offline` writes the offline
+   dataset (expert, noisy expert with eps 0.5, random, and the warm-started policy's episodes) to
+   `OUT/offline.jsonl`; filtered BC (SFT of a copy of the warm start on the successes) is the baseline.
+2. Digi-Q from another copy of the warm start (representation fine-tuning of a copy, TD on its frozen
+   features, best-of-N extraction into the policy).
 Reported: held-out (test-split) success of each, and on held-out expert states the share where Q
 ranks the expert's action above a random well-formed one (0.5 is chance). The Digi-Q flags are
 DigiQConfig's fields, spelled as in `creditgym train --trainer digiq` (`--list-flags`); `--out-dir`
@@ -19,7 +19,6 @@ is OUT (default: a temporary folder).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import tempfile
@@ -30,92 +29,39 @@ from typing import Annotated
 import torch
 import tyro
 
-from creditgym.agents import HFPolicy
-from creditgym.agents.base import Sampling
-from creditgym.agents.offline import collect_offline, expert_episodes
+from creditgym.agents.offline import expert_episodes
 from creditgym.envs.device import DEVICE
-from creditgym.trainers import DigiQConfig, DigiQTrainer, SFTConfig, SFTTrainer
-from creditgym.trainers.digirl import filtered_bc
-from creditgym.trainers.evaluate import evaluate
+from creditgym.trainers import DigiQConfig, DigiQTrainer
 from creditgym.trainers.flags import CONFIG_FLAGS
-from creditgym.trainers.quickstart import small_warm_start
+from creditgym.trainers.offline_start import OfflineStartArgs, clone_policy, offline_start
 
 
 @dataclass
-class Args:
+class Args(OfflineStartArgs):
     train: Annotated[DigiQConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=lambda: DigiQConfig(
         critic_epochs=20, actor_steps=12, n_candidates=4, repr_lr=1e-3, lr=1e-3, max_new_tokens=48,
         env_kwargs={"difficulty": 1, "max_turns": 6}, tensorboard=False))  # fmt: skip
     """Digi-Q: every DigiQConfig field"""
-    model: str = "tiny"
-    """'tiny' (built from scratch) or a pretrained name / folder (agents/pretrained.py)."""
-    device: str = "cpu"
-    hidden: int = 128
-    """tiny model width"""
-    layers: int = 2
-    warm_episodes: int = 32
-    """noisy-expert episodes (eps 0.3) of the SFT warm start"""
-    warm_epochs: int = 4
-    warm_batch_episodes: int = 16
-    """episodes per warm-start SFT step (4 learns Device's action format in fewer tokens)"""
-    induction_steps: int = 0
-    """induction warm-up steps before the warm start's SFT (the quickstart uses 900)"""
-    sft_model: str | None = None
-    """a saved warm start (an earlier run's OUT/warm_start/model): skips step 1's SFT"""
-    bc_epochs: int = 2
-    """SFT epochs of the filtered-BC baseline"""
-    n_expert: int = 16
-    """offline dataset: expert, noisy-expert, random and warm-started policy episodes"""
-    n_noisy: int = 48
-    n_random: int = 16
-    n_policy: int = 16
-    n_eval: int = 32
-    """held-out tasks evaluated after each stage"""
-    eval_temperature: float = 1.0
-    """sampling temperature of those evaluations (0: greedy)"""
     n_rank_episodes: int = 16
     """held-out expert episodes whose states measure Q's ranking"""
-    threads: int = 2
-    """torch intra-op threads (two runs sharing 2 cores: 1 each, or OpenMP oversubscribes them)"""
-
-
-def clone(policy: HFPolicy) -> HFPolicy:
-    return HFPolicy(copy.deepcopy(policy.model), policy.tokenizer, seed=policy.seed)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = tyro.cli(Args, args=argv, description=__doc__, registry=CONFIG_FLAGS)
-    dq, kw = args.train, args.train.env_kwargs
+    dq = args.train
     torch.set_num_threads(args.threads)
     out = Path(dq.out_dir or tempfile.mkdtemp(prefix="digiq_"))
-    tiny = args.model == "tiny"  # learning rates: tiny from-scratch model vs a pretrained one
 
-    # 1. warm start: SFT on noisy-expert episodes
-    warm = small_warm_start(DEVICE, kw, dq.seed, args.hidden, args.layers, args.warm_episodes, args.warm_epochs,
-                            args.sft_model, sft_lr=3e-3 if tiny else 1e-5, induction_steps=args.induction_steps,
-                            sft_batch_episodes=args.warm_batch_episodes, model=args.model, device=args.device,
-                            out_dir=out / "warm_start")  # fmt: skip
-    evaluate_kw = dict(n_eval=args.n_eval, env_kwargs=kw, max_new_tokens=dq.max_new_tokens,
-                       temperature=args.eval_temperature)
-    results = {"warm_start": evaluate(warm, DEVICE, **evaluate_kw).success}
+    # 1. warm start, offline dataset, filtered-BC baseline (held-out success of each)
+    start = offline_start(args, DEVICE, dq.env_kwargs, dq.seed, dq.max_new_tokens, out)
 
-    # 2. the offline dataset
-    data = collect_offline(DEVICE, out / "offline.jsonl", n_expert=args.n_expert, n_noisy=args.n_noisy,
-                           n_random=args.n_random, policy=warm, n_policy=args.n_policy, env_kwargs=kw, seed=dq.seed,
-                           sampling=Sampling(max_new_tokens=dq.max_new_tokens))  # fmt: skip
-
-    # 3. filtered BC vs Digi-Q, each from a copy of the warm start
-    bc = clone(warm)
-    SFTTrainer(bc, SFTConfig(lr=1e-3 if tiny else 1e-5, epochs=args.bc_epochs, batch_episodes=8, seed=dq.seed),
-               episodes=filtered_bc(data)).train()  # fmt: skip
-    results["filtered_bc"] = evaluate(bc, DEVICE, **evaluate_kw).success
-
-    policy = clone(warm)
-    trainer = DigiQTrainer(policy, DEVICE, dataclasses.replace(dq, out_dir=str(out / "digiq")), episodes=data)
+    # 2. Digi-Q from a copy of the warm start, then how often its Q prefers the expert's action
+    policy = clone_policy(start.warm)
+    trainer = DigiQTrainer(policy, DEVICE, dataclasses.replace(dq, out_dir=str(out / "digiq")), episodes=start.data)
     summary = trainer.train()
-    results["digiq"] = evaluate(policy, DEVICE, **evaluate_kw).success
-    held = expert_episodes(DEVICE, args.n_rank_episodes, seed=dq.seed + 2, tokenizer=warm.tokenizer,
-                           env_kwargs={**kw, "split": "test"})  # fmt: skip
+    results = {**start.results, "digiq": start.success(policy)}
+    held = expert_episodes(DEVICE, args.n_rank_episodes, seed=dq.seed + 2, tokenizer=start.warm.tokenizer,
+                           env_kwargs={**dq.env_kwargs, "split": "test"})  # fmt: skip
     return {"held_out_success": results, "q_ranks_expert_above_random": trainer.q_ranking(held, seed=dq.seed),
             "n_eval": args.n_eval, "eval_temperature": args.eval_temperature, "split": "test",
             "offline_data": str(out / "offline.jsonl"), "train": summary}  # fmt: skip
