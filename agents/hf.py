@@ -10,6 +10,7 @@ recomputes the same quantity teacher-forced, so recorded and recomputed values a
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import logging
 from collections.abc import Iterator, Sequence
@@ -160,6 +161,11 @@ class HFPolicy:
         self.model.to(device)
         self._gen = None
         return self
+
+    def clone(self) -> HFPolicy:
+        """An independent trainable copy: the weights deep-copied, the tokenizer shared, the same seed
+        (e.g. one arm of a comparison trained from a shared warm start)."""
+        return HFPolicy(copy.deepcopy(self.model), self.tokenizer, seed=self.seed)
 
     @property
     def has_adapter(self) -> bool:

@@ -16,7 +16,6 @@ SEC's sampling share over steps.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     shares: list[dict[str, float]] = []
     # 2. the same RL budget with each curriculum (the SEC knobs apply to SEC only)
     for curriculum in ("uniform", "sec"):
-        policy = HFPolicy(copy.deepcopy(start.model), start.tokenizer, seed=rl.seed)
+        policy = start.clone()
         cfg = dataclasses.replace(rl, curriculum=curriculum, curriculum_cfg=rl.curriculum_cfg if curriculum == "sec" else {})
         with GRPOTrainer(policy, args.env, cfg) as trainer:
             trainer.train()

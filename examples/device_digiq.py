@@ -33,7 +33,7 @@ from creditgym.agents.offline import expert_episodes
 from creditgym.envs.device import DEVICE
 from creditgym.trainers import DigiQConfig, DigiQTrainer
 from creditgym.trainers.flags import CONFIG_FLAGS
-from creditgym.trainers.offline_start import OfflineStartArgs, clone_policy, offline_start
+from creditgym.trainers.offline_start import OfflineStartArgs, offline_start
 
 
 @dataclass
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     start = offline_start(args, DEVICE, dq.env_kwargs, dq.seed, dq.max_new_tokens, out)
 
     # 2. Digi-Q from a copy of the warm start, then how often its Q prefers the expert's action
-    policy = clone_policy(start.warm)
+    policy = start.warm.clone()
     trainer = DigiQTrainer(policy, DEVICE, dataclasses.replace(dq, out_dir=str(out / "digiq")), episodes=start.data)
     summary = trainer.train()
     results = {**start.results, "digiq": start.success(policy)}

@@ -31,7 +31,7 @@ import tyro
 from creditgym.envs.device import DEVICE
 from creditgym.trainers import DigiRLConfig, DigiRLTrainer
 from creditgym.trainers.flags import CONFIG_FLAGS
-from creditgym.trainers.offline_start import OfflineStartArgs, clone_policy, offline_start
+from creditgym.trainers.offline_start import OfflineStartArgs, offline_start
 
 
 @dataclass
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     start = offline_start(args, DEVICE, rl.env_kwargs, rl.seed, rl.max_new_tokens, out)
 
     # 2. DigiRL from a copy of the warm start: offline iterations, then online ones
-    policy = clone_policy(start.warm)
+    policy = start.warm.clone()
     trainer = DigiRLTrainer(policy, DEVICE, dataclasses.replace(rl, out_dir=str(out / "digirl")), episodes=start.data)
     while trainer.step_idx < rl.offline_iterations:
         trainer.step()

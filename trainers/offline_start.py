@@ -9,7 +9,6 @@ then starts from another copy of the same warm start on the same data.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from creditgym.trainers.quickstart import small_warm_start
 from creditgym.trainers.sft import SFTConfig, SFTTrainer
 from creditgym.trajectory import Episode
 
-__all__ = ["OfflineStart", "OfflineStartArgs", "clone_policy", "offline_start"]
+__all__ = ["OfflineStart", "OfflineStartArgs", "offline_start"]
 
 
 @dataclass
@@ -61,11 +60,6 @@ class OfflineStartArgs:
     """torch intra-op threads (two runs sharing 2 cores: 1 each, or OpenMP oversubscribes them)"""
 
 
-def clone_policy(policy: HFPolicy) -> HFPolicy:
-    """An independent copy (weights deep-copied, tokenizer shared) to train one arm from."""
-    return HFPolicy(copy.deepcopy(policy.model), policy.tokenizer, seed=policy.seed)
-
-
 @dataclass
 class OfflineStart:
     """What `offline_start` made: the warm start, the dataset, and held-out success so far
@@ -93,7 +87,6 @@ def offline_start(
                             args.sft_model, sft_lr=3e-3 if tiny else 1e-5, induction_steps=args.induction_steps,
                             sft_batch_episodes=args.warm_batch_episodes, model=args.model, device=args.device,
                             out_dir=out / "warm_start")  # fmt: skip
-    assert isinstance(warm, HFPolicy)
     evaluate_kw = dict(n_eval=args.n_eval, env_kwargs=env_kwargs, max_new_tokens=max_new_tokens,
                        temperature=args.eval_temperature)  # fmt: skip
     start = OfflineStart(warm, [], env_id, evaluate_kw)
@@ -101,7 +94,7 @@ def offline_start(
     start.data = collect_offline(env_id, out / "offline.jsonl", n_expert=args.n_expert, n_noisy=args.n_noisy,
                                  n_random=args.n_random, policy=warm, n_policy=args.n_policy, env_kwargs=env_kwargs,
                                  seed=seed, sampling=Sampling(max_new_tokens=max_new_tokens))  # fmt: skip
-    bc = clone_policy(warm)
+    bc = warm.clone()
     SFTTrainer(bc, SFTConfig(lr=1e-3 if tiny else 1e-5, epochs=args.bc_epochs, batch_episodes=8, seed=seed),
                episodes=filtered_bc(start.data)).train()  # fmt: skip
     start.results["filtered_bc"] = start.success(bc)

@@ -241,7 +241,7 @@ def small_warm_start(
     env_id: str, env_kwargs: dict[str, Any], seed: int, hidden_size: int, num_layers: int, expert_episodes: int,
     sft_epochs: int, sft_model: str | Path | None = None, *, sft_lr: float = 1e-2, induction_steps: int = 0,
     sft_batch_episodes: int = 16, model: str = "tiny", device: str = "cpu", out_dir: str | Path | None = None,
-) -> TrainablePolicy:
+) -> HFPolicy:
     """The examples' quick warm start: a tiny model (or the pretrained `model`, agents/pretrained.py),
     `induction_steps` of induction warm-up (0 = none), SFT at `sft_lr` on `expert_episodes` episodes
     of the scripted expert at epsilon 0.3 played with `env_kwargs`. `sft_model` loads a saved model
@@ -254,10 +254,10 @@ def small_warm_start(
                            sft_epochs=sft_epochs, sft_lr=sft_lr, sft_batch_episodes=sft_batch_episodes,
                            progress=False)  # fmt: skip
     base = tiny_policy(cfg).to(device) if model == "tiny" else pretrained.load(model, device=device, seed=seed)
-    policy = warm_start(cfg, out_dir, env_kwargs=env_kwargs, policy=base)[0]
+    warm_start(cfg, out_dir, env_kwargs=env_kwargs, policy=base)  # trains `base` in place
     if out_dir is not None:
-        policy.save(Path(out_dir) / "model")
-    return policy
+        base.save(Path(out_dir) / "model")
+    return base
 
 
 def save_model(policy: TrainablePolicy, path: Path, cfg: QuickstartConfig) -> Path:

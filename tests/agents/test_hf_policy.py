@@ -274,3 +274,13 @@ def test_cuda_generation_throughput(policy, tmp_path):
     n = sum(len(g.token_ids) for g in gens)
     print(f"tiny HFPolicy on CUDA: {n / (time.perf_counter() - t0):.0f} tokens/s at batch 64")
     assert _recorded_vs_forced(gpu, contexts[:8], gens[:8], 1.0) < 1e-3
+
+
+def test_clone_is_an_independent_trainable_copy(policy):
+    twin = policy.clone()
+    assert twin.tokenizer is policy.tokenizer and twin.seed == policy.seed
+    for a, b in zip(policy.model.parameters(), twin.model.parameters(), strict=True):
+        assert torch.equal(a, b) and a.data_ptr() != b.data_ptr() and b.requires_grad
+    with torch.no_grad():
+        next(twin.model.parameters()).add_(1.0)
+    assert not torch.equal(next(policy.model.parameters()), next(twin.model.parameters()))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +61,7 @@ def build_tiny(cache_dir: Path, seed: int = 0) -> Any:
 
 
 def clone_policy(policy: Any) -> Any:
-    from creditgym.agents.hf import HFPolicy
-
-    return HFPolicy(copy.deepcopy(policy.model), policy.tokenizer, seed=policy.seed)
+    return policy.clone()
 
 
 def expert_episodes(tokenizer: Any, n: int = 12, group_size: int = 1) -> list[Episode]:
