@@ -34,7 +34,8 @@ def task_with(template: str, infeasible: bool = False, n: int = 12, seed: int = 
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"difficulty": 3, "shuffle_layout": True, "distractor_elements": 4},
-                                    {"difficulty": 2, "progress_shaping": True, "step_penalty": 0.01, "invalid_penalty": -0.1}])
+                                    {"difficulty": 2, "progress_shaping": True, "step_penalty": 0.01, "invalid_penalty": -0.1},
+                                    {"difficulty": 2, "screen": "compact"}])
 def test_check_env_passes(kwargs: dict) -> None:
     report = creditgym.check_env("creditgym/Device-v0", **kwargs)
     assert report.ok
