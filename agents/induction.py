@@ -9,6 +9,13 @@ the classic synthetic task they do within a few hundred steps: a random token se
 by itself, `x x`, with the loss on the second copy only. The sequences use the tokenizer's word
 pieces (alphabetic, non-special tokens), which are what names are made of.
 
+Numbers need more. A byte-level BPE writes a 7-digit operand as 7 single-digit tokens, and digits
+repeat within a number (`3237354` has three 3s), so "copy the token after the previous occurrence"
+is ambiguous: the head must match a longer prefix or track the position it copies from. Heads
+formed on word pieces alone copy no digit string at all (exact 7-digit copies 0.00 after 2400 steps
+on Tools' tiny model); `digit_fraction` draws that share of rows from the ten digit pieces instead
+(docs/design-notes.md, "Digit copying for Tools").
+
     metrics = induction_warmup(policy.model, policy.tokenizer, InductionConfig(steps=900))
     metrics["copy_accuracy"]   # next-token accuracy on the second copy, about 1.0 once formed
 
@@ -24,7 +31,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["InductionConfig", "induction_warmup", "repeat_batch", "word_piece_ids"]
+__all__ = ["InductionConfig", "digit_piece_ids", "induction_warmup", "repeat_batch", "word_piece_ids"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,9 @@ class InductionConfig:
     """AdamW learning rate (3e-3 delays the phase change past 900 steps in our runs)."""
     max_grad_norm: float = 1.0
     seed: int = 0
+    digit_fraction: float = 0.0
+    """Share of rows drawn from the single-digit pieces `0`-`9` instead of word pieces (0 = none):
+    for envs whose actions copy long numbers (Tools' arithmetic operands)."""
 
 
 def word_piece_ids(tokenizer: Any) -> list[int]:
@@ -54,6 +64,17 @@ def word_piece_ids(tokenizer: Any) -> list[int]:
             out.append(i)
     if len(out) < 2:
         raise ValueError("induction warm-up: the tokenizer has fewer than 2 alphabetic pieces; train it on text first")
+    return out
+
+
+def digit_piece_ids(tokenizer: Any) -> list[int]:
+    """Ids of the ten single-digit pieces `0`-`9` (what byte-level BPE splits unseen numbers into)."""
+    out = []
+    for d in "0123456789":
+        ids = tokenizer.encode(d, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(f"induction warm-up: the tokenizer has no single piece for the digit {d!r}")
+        out.append(ids[0])
     return out
 
 
@@ -74,7 +95,10 @@ def induction_warmup(model: torch.nn.Module, tokenizer: Any, config: InductionCo
         return {"steps": 0.0, "copy_loss": float("nan"), "copy_accuracy": float("nan")}
     if not 1 <= cfg.min_len <= cfg.max_len:
         raise ValueError(f"induction warm-up: need 1 <= min_len <= max_len, got {cfg.min_len}, {cfg.max_len}")
+    if not 0.0 <= cfg.digit_fraction <= 1.0:
+        raise ValueError(f"induction warm-up: digit_fraction is a share of rows in [0, 1], got {cfg.digit_fraction}")
     pieces_V = torch.tensor(word_piece_ids(tokenizer))
+    digits_V = torch.tensor(digit_piece_ids(tokenizer)) if cfg.digit_fraction > 0 else pieces_V
     gen = torch.Generator().manual_seed(int(cfg.seed))
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
@@ -84,7 +108,9 @@ def induction_warmup(model: torch.nn.Module, tokenizer: Any, config: InductionCo
     try:
         for _ in range(cfg.steps):
             n = int(torch.randint(cfg.min_len, cfg.max_len + 1, (1,), generator=gen))
-            ids_BT = repeat_batch(pieces_V, cfg.batch_size, n, gen).to(device)
+            # a whole batch of digit rows or of word rows; no coin drawn at 0, so old runs replay exactly
+            digits = cfg.digit_fraction > 0 and float(torch.rand((), generator=gen)) < cfg.digit_fraction
+            ids_BT = repeat_batch(digits_V if digits else pieces_V, cfg.batch_size, n, gen).to(device)
             logits_BNV = model(input_ids=ids_BT).logits[:, n:-1]
             target_BN = ids_BT[:, n + 1 :]
             loss = torch.nn.functional.cross_entropy(logits_BNV.reshape(-1, logits_BNV.shape[-1]), target_BN.reshape(-1))

@@ -70,6 +70,8 @@ class Args:
     expert_episodes: int | None = None
     sft_epochs: int | None = None
     induction_steps: int | None = None
+    induction_digits: float | None = None
+    """share of the induction warm-up's rows made of digits (copying numbers: Tools' arithmetic)"""
     epsilon: float | None = None
     """action noise of the warm start's scripted expert"""
     threads: int | None = None
@@ -82,6 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--metric must be 'success' or 'reward', got {args.metric!r}")
     overrides = {"hidden_size": args.hidden, "num_layers": args.layers, "expert_episodes": args.expert_episodes,
                  "sft_epochs": args.sft_epochs, "induction_steps": args.induction_steps,
+                 "induction_digit_fraction": args.induction_digits,
                  "epsilon": args.epsilon, "threads": args.threads}  # fmt: skip
     qs = replace(QuickstartConfig(progress=args.train.progress), **{k: v for k, v in overrides.items() if v is not None})
     rl, env_id, warm_kw = args.train, qs.env_id, None

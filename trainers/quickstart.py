@@ -61,6 +61,9 @@ class QuickstartConfig:
     induction_steps: int = 900
     """Induction warm-up steps before SFT (agents/induction.py; 0 = off). Test-world names are
     unseen, so answering needs copying, which SFT alone does not teach the tiny model in budget."""
+    induction_digit_fraction: float = 0.0
+    """Share of induction rows made of digits (InductionConfig.digit_fraction): copying numbers, as
+    Tools' arithmetic needs. 0 keeps Search's warm-up unchanged."""
     expert_episodes: int = 2048
     """Scripted episodes for the warm start."""
     epsilon: float = 0.4
@@ -72,11 +75,11 @@ class QuickstartConfig:
     """SFT only on the expert episodes that succeeded (rejection sampling on the imperfect expert:
     its random detours stay in the kept episodes, its failures do not)."""
     sft_lr_schedule: str = "constant"
+    """SFT learning-rate schedule after warm-up: constant, linear or cosine (trainers.schedule.lr_factor)."""
     sft_batch_episodes: int = 16
     """Episodes per SFT step. Window-history envs (Device: one row per turn, ~8 turns) learn the
     action format in fewer tokens with small batches (4), since the plateau before the format is
     learnt lasts a number of optimizer steps, not of tokens (docs/design-notes.md)."""
-    """SFT learning-rate schedule after warm-up: constant, linear or cosine (trainers.schedule.lr_factor)."""
     estimator: str = "turn_return"
     """A turn-level estimator (CREDIT.md): turn_return, gigpo, ..."""
     estimator_cfg: dict[str, Any] | None = None
@@ -216,7 +219,7 @@ def warm_start(
         policy = policy if policy is not None else tiny_policy(cfg)
     with timer("induction_s"):
         induction = induction_warmup(
-            policy.model, policy.tokenizer, InductionConfig(steps=cfg.induction_steps, seed=cfg.seed)
+            policy.model, policy.tokenizer, InductionConfig(steps=cfg.induction_steps, seed=cfg.seed, digit_fraction=cfg.induction_digit_fraction)
         )
     with timer("expert_s"):
         expert = _expert_episodes(cfg, policy.tokenizer, cfg.train_env_kwargs() if env_kwargs is None else env_kwargs)

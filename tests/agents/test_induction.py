@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from creditgym.agents import tiny
-from creditgym.agents.induction import InductionConfig, induction_warmup, repeat_batch, word_piece_ids
+from creditgym.agents.induction import (
+    InductionConfig,
+    digit_piece_ids,
+    induction_warmup,
+    repeat_batch,
+    word_piece_ids,
+)
 
 torch.set_num_threads(1)
 SMALL = tiny.TinyConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1)
@@ -79,3 +85,52 @@ def test_default_warmup_forms_induction_heads_in_the_quickstart_model(tmp_path):
     p = tiny.build(seed=0, cache_dir=tmp_path, config=cfg)
     m = induction_warmup(p.model, p.tokenizer, InductionConfig())
     assert m["copy_accuracy"] > 0.9, m
+
+
+def test_digit_pieces_are_the_ten_digits(root):
+    tok = _policy(root).tokenizer
+    ids = digit_piece_ids(tok)
+    assert [tok.decode([i]) for i in ids] == list("0123456789")
+
+
+def test_digit_fraction_draws_whole_digit_batches_and_zero_replays_the_word_warmup(root, monkeypatch):
+    import creditgym.agents.induction as induction
+
+    seen: list[set[int]] = []
+    real = induction.repeat_batch
+
+    def spy(pieces_V, batch_size, length, gen):
+        ids_BT = real(pieces_V, batch_size, length, gen)
+        seen.append(set(ids_BT.unique().tolist()))
+        return ids_BT
+
+    monkeypatch.setattr(induction, "repeat_batch", spy)
+    p = _policy(root)
+    digits, words = set(digit_piece_ids(p.tokenizer)), set(word_piece_ids(p.tokenizer))
+    induction_warmup(p.model, p.tokenizer, InductionConfig(steps=40, batch_size=4, min_len=4, max_len=6, digit_fraction=0.5))
+    kinds = ["digits" if s <= digits else "words" if s <= words else "mixed" for s in seen]
+    assert "mixed" not in kinds and 8 <= kinds.count("digits") <= 32  # about half of 40 batches
+    seen.clear()
+    induction_warmup(p.model, p.tokenizer, InductionConfig(steps=5, batch_size=4, min_len=4, max_len=6, digit_fraction=1.0))
+    assert all(s <= digits for s in seen)
+    # digit_fraction 0 draws no coin: the same parameters as the word-only warm-up of earlier versions
+    a, b = _policy(root), _policy(root)
+    cfg = InductionConfig(steps=10, batch_size=4, min_len=4, max_len=6, seed=2)
+    induction_warmup(a.model, a.tokenizer, cfg)
+    gen = torch.Generator().manual_seed(2)
+    pieces_V = torch.tensor(word_piece_ids(b.tokenizer))
+    opt = torch.optim.AdamW(b.model.parameters(), lr=cfg.lr)
+    b.model.train()
+    for _ in range(cfg.steps):  # the pre-digit loop, written out
+        n = int(torch.randint(cfg.min_len, cfg.max_len + 1, (1,), generator=gen))
+        ids_BT = real(pieces_V, cfg.batch_size, n, gen)
+        logits_BNV = b.model(input_ids=ids_BT).logits[:, n:-1]
+        loss = torch.nn.functional.cross_entropy(logits_BNV.reshape(-1, logits_BNV.shape[-1]), ids_BT[:, n + 1 :].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(b.model.parameters(), cfg.max_grad_norm)
+        opt.step()
+    for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    with pytest.raises(ValueError, match="digit_fraction"):
+        induction_warmup(p.model, p.tokenizer, InductionConfig(steps=1, digit_fraction=1.5))
