@@ -5,6 +5,8 @@ to the numbers the study reports. `examples/compare_credit.py` runs the study an
 * `summarize`: per estimator, mean and spread over seeds at each evaluation, the episodes each seed
   needed to reach a threshold (its first evaluation at or above it; None if never), and the area
   under the curve normalised by the budget (mean success over training, trapezoids).
+* `merge_studies`: one study from reports of runs split over processes or sessions (the same env,
+  warm start and evaluations; different estimators or seeds), summarized again over all of them.
 * `accuracy_vs_learning`: Spearman correlation, over the estimators in both, of each estimator's
   benchmark accuracy (rank correlation with the Monte-Carlo truth, a `creditgym bench accuracy
   --json` report) and its learning speed (AUC).
@@ -20,7 +22,7 @@ import numpy as np
 
 from creditgym.benchmarks.accuracy_metrics import spearman
 
-__all__ = ["accuracy_vs_learning", "auc", "episodes_to", "summarize"]
+__all__ = ["accuracy_vs_learning", "auc", "episodes_to", "merge_studies", "summarize"]
 
 
 def episodes_to(curve: Sequence[float], samples: Sequence[int], level: float) -> int | None:
@@ -54,8 +56,50 @@ def summarize(
             "episodes_to_threshold": reach,
             "reached": sum(r is not None for r in reach),
             "auc_mean": statistics.mean(aucs), "auc_sd": statistics.pstdev(aucs),
+            "by_seed": {str(seed): list(c) for seed, c in by_seed.items()},
         }  # fmt: skip
     return {"threshold": level, "table": table}
+
+
+MERGE_KEYS = ("env_id", "env_kwargs", "metric", "start", "budget_episodes")
+
+
+def merge_studies(reports: Sequence[Mapping[str, Any]], threshold: float | None = None) -> dict[str, Any]:
+    """One study from `reports` (compare_credit's JSON) of runs that shared a warm start and budget.
+
+    Each report's `table[name]["by_seed"]` holds its curves; a (estimator, seed) pair in two reports
+    is an error (the same run twice). The threshold, when None, is recomputed over all curves, so a
+    merged study reads as if run in one process. Each estimator's `final` metrics are kept."""
+    if not reports:
+        raise ValueError("merge_studies: no reports given")
+    first = reports[0]
+    for r in reports[1:]:
+        diff = [k for k in MERGE_KEYS if r.get(k) != first.get(k)]
+        if diff:
+            raise ValueError(f"merge_studies: reports differ in {diff}; merge only runs of one study "
+                             "(same env, warm start, budget and metric)")  # fmt: skip
+    samples = [row["samples"] for row in next(iter(first["table"].values()))["curve"]]
+    results: dict[str, dict[int, list[float]]] = {}
+    finals: dict[str, Any] = {}
+    for r in reports:
+        for name, row in r["table"].items():
+            if "by_seed" not in row:
+                raise ValueError(f"merge_studies: {name!r} has no per-seed curves (a report from before they were kept)")
+            if [c["samples"] for c in row["curve"]] != samples:
+                raise ValueError(f"merge_studies: {name!r} was evaluated at other episode counts than {samples}")
+            for seed, curve in row["by_seed"].items():
+                if int(seed) in results.get(name, {}):
+                    raise ValueError(f"merge_studies: {name!r} seed {seed} appears in two reports")
+                results.setdefault(name, {})[int(seed)] = list(curve)
+            if "final" in row:
+                finals.setdefault(name, []).append((len(row["by_seed"]), row["final"]))
+    out = {k: first[k] for k in MERGE_KEYS if k in first}
+    out.update(summarize(results, samples, threshold))
+    for name, parts in finals.items():  # seed-weighted mean of each report's mean over its seeds
+        n = sum(k for k, _ in parts)
+        keys = set.intersection(*(set(f) for _, f in parts))
+        out["table"][name]["final"] = {key: sum(k * f[key] for k, f in parts) / n for key in sorted(keys)}
+    return out
 
 
 def accuracy_vs_learning(table: Mapping[str, Any], report: Mapping[str, Any]) -> dict[str, Any]:

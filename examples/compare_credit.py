@@ -5,16 +5,13 @@
         --estimators grpo,rebn,pvd,turn_return --json tools2.json
 
 The warm start is the quickstart's (tiny model, induction warm-up, SFT on an imperfect expert), made
-once and saved; every run loads it and gets the same sample budget (steps x groups x group size
-episodes: compare estimators that cost 1x episodes, as the grpo family, rebn, gigpo and pvd do; a
-branching one, e.g. spo or vineppo, would spend more env episodes than the table counts). The table shows test-split
-success (or mean reward, `--metric reward`) vs training episodes, mean and spread over seeds, the episodes each run needed to reach
-`--threshold` (its first evaluation at or above it), the area under each curve and the last
-evaluation's metrics (success, reward, tool calls per episode and tool productivity where the env
-counts calls), mean over seeds. igpo needs
-gold-answer probes, which the trainer requests from the estimator's `needs`. The RL flags are
-GRPOConfig's fields, spelled as in `creditgym train --trainer grpo` (`--list-flags`), with the
-quickstart's RL defaults; `--estimator` and `--seed` are set per run from `--estimators` and `--seeds`.
+once and saved (`--sft-dir`, shared by processes). Every run gets the same budget of steps x groups x
+group size episodes (fair for 1x estimators: the grpo family, rebn, gigpo, pvd; spo or vineppo would
+spend more). The table: test-split success (or mean reward, `--metric reward`) vs training episodes,
+mean and spread over seeds, episodes to `--threshold`, area under the curve, the last evaluation's
+metrics; `--merge` joins the `--json` reports of a study split over processes. The RL flags are
+GRPOConfig's (`creditgym train --trainer grpo --list-flags`) with the quickstart's RL defaults;
+`--estimator` and `--seed` are set per run from `--estimators` and `--seeds`.
 """
 
 from __future__ import annotations
@@ -32,7 +29,7 @@ import torch
 import tyro
 
 from creditgym.agents.hf import HFPolicy
-from creditgym.benchmarks.learning import accuracy_vs_learning, summarize
+from creditgym.benchmarks.learning import accuracy_vs_learning, merge_studies, summarize
 from creditgym.trainers import GRPOConfig, GRPOTrainer
 from creditgym.trainers.evaluate import evaluate
 from creditgym.trainers.flags import CONFIG_FLAGS
@@ -58,6 +55,9 @@ class Args:
     """success level for "episodes to threshold" (None: halfway from the start to the best mean)"""
     json: str | None = None
     """write the result here as well"""
+    merge: str | None = None
+    """comma-separated `--json` reports of one study split over processes (same warm start, budget,
+    evaluations; other estimators or seeds): one table, no training"""
     accuracy: str | None = None
     """a `creditgym bench accuracy --json` report of the same env: adds the rank correlation between
     each estimator's benchmark accuracy (rank corr with the truth) and its learning speed (AUC)"""
@@ -82,10 +82,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = tyro.cli(Args, args=argv, description=__doc__, registry=CONFIG_FLAGS)
     if args.metric not in ("success", "reward"):
         raise SystemExit(f"--metric must be 'success' or 'reward', got {args.metric!r}")
+    if args.merge:
+        return finish(merge_studies([json.loads(Path(f).read_text()) for f in args.merge.split(",")], args.threshold), args)
     overrides = {"hidden_size": args.hidden, "num_layers": args.layers, "expert_episodes": args.expert_episodes,
-                 "sft_epochs": args.sft_epochs, "induction_steps": args.induction_steps,
-                 "induction_digit_fraction": args.induction_digits,
-                 "epsilon": args.epsilon, "threads": args.threads}  # fmt: skip
+                 "sft_epochs": args.sft_epochs, "induction_steps": args.induction_steps, "threads": args.threads,
+                 "induction_digit_fraction": args.induction_digits, "epsilon": args.epsilon}  # fmt: skip
     qs = replace(QuickstartConfig(progress=args.train.progress), **{k: v for k, v in overrides.items() if v is not None})
     rl, env_id, warm_kw = args.train, qs.env_id, None
     qs = replace(qs, max_new_tokens=rl.max_new_tokens)  # evaluation samples replies as long as RL does
@@ -133,6 +134,11 @@ def main(argv: list[str] | None = None) -> dict:
     for name, by_seed in final.items():
         keys = set.intersection(*(set(m) for m in by_seed.values()))
         out["table"][name]["final"] = {k: statistics.mean(m[k] for m in by_seed.values()) for k in sorted(keys)}
+    return finish(out, args)
+
+
+def finish(out: dict[str, Any], args: Args) -> dict[str, Any]:
+    """Add the accuracy-vs-learning correlation (`--accuracy`) and write `--json`."""
     if args.accuracy:
         out["accuracy_vs_learning"] = accuracy_vs_learning(out["table"], json.loads(Path(args.accuracy).read_text()))
     if args.json:

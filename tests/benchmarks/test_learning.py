@@ -4,10 +4,11 @@ rule, and properties of the threshold and the accuracy-vs-learning correlation."
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from creditgym.benchmarks.learning import accuracy_vs_learning, auc, episodes_to, summarize
+from creditgym.benchmarks.learning import accuracy_vs_learning, auc, episodes_to, merge_studies, summarize
 
 
 def test_summary_by_hand() -> None:
@@ -56,3 +57,39 @@ def test_episodes_to_is_the_first_evaluation_at_the_level(data, level) -> None:
     got = episodes_to(curve, samples, level)
     hits = [n for n, s in zip(samples, curve) if s >= level]
     assert got == (hits[0] if hits else None)
+
+
+def _report(results, samples, final=None, **meta):
+    out = {"env_id": "e", "env_kwargs": {}, "metric": "success", "start": 0.0, "budget_episodes": samples[-1], **meta,
+           **summarize(results, samples, None)}  # fmt: skip
+    for name, f in (final or {}).items():
+        out["table"][name]["final"] = f
+    return out
+
+
+def test_merge_studies_equals_one_study_run_in_one_process() -> None:
+    samples = [0, 10, 20]
+    a = {"grpo": {0: [0.0, 0.2, 0.4], 1: [0.0, 0.4, 0.4]}}
+    b = {"pvd": {0: [0.0, 0.6, 0.8]}, "grpo": {2: [0.0, 0.0, 0.1]}}
+    merged = merge_studies([_report(a, samples, {"grpo": {"success": 0.4}}),
+                            _report(b, samples, {"grpo": {"success": 0.1}, "pvd": {"success": 0.8}})])  # fmt: skip
+    whole = summarize({"grpo": {**a["grpo"], **b["grpo"]}, "pvd": b["pvd"]}, samples, None)
+    assert merged["threshold"] == whole["threshold"] == 0.4  # halfway to pvd's 0.8, over both reports
+    for name in ("grpo", "pvd"):
+        assert merged["table"][name] == {**whole["table"][name], "final": merged["table"][name]["final"]}
+    # final metrics: the seed-weighted mean, (2 * 0.4 + 1 * 0.1) / 3
+    assert abs(merged["table"]["grpo"]["final"]["success"] - 0.3) < 1e-12
+    assert merged["env_id"] == "e" and merged["budget_episodes"] == 20
+
+
+def test_merge_studies_refuses_what_is_not_one_study() -> None:
+    samples = [0, 10]
+    one = _report({"grpo": {0: [0.0, 0.1]}}, samples)
+    with pytest.raises(ValueError, match="appears in two reports"):
+        merge_studies([one, one])
+    with pytest.raises(ValueError, match=r"differ in \['start'\]"):
+        merge_studies([one, _report({"pvd": {0: [0.1, 0.2]}}, samples, start=0.1)])
+    with pytest.raises(ValueError, match="other episode counts"):
+        merge_studies([one, _report({"pvd": {0: [0.0, 0.1, 0.2]}}, [0, 5, 10], budget_episodes=10)])
+    with pytest.raises(ValueError, match="no reports"):
+        merge_studies([])

@@ -144,6 +144,12 @@ def test_compare_credit_on_another_env_shares_one_warm_start(tmp_path) -> None:
     again = run("grpo")  # a second process loads the saved warm start: same start, nothing rewritten
     assert again["start"] == out["start"]
     assert (tmp_path / "sft" / "config.json").stat().st_mtime_ns == stamp
+    # the two processes' reports make one study (no training)
+    merged = _run("compare_credit", ["--merge", f"{tmp_path / 'pvd.json'},{tmp_path / 'grpo.json'}",
+                                     "--json", str(tmp_path / "both.json")])  # fmt: skip
+    assert set(merged["table"]) == {"pvd", "grpo"} and merged["start"] == out["start"]
+    assert merged["table"]["grpo"]["by_seed"] == again["table"]["grpo"]["by_seed"]
+    assert json.loads((tmp_path / "both.json").read_text())["table"].keys() == {"pvd", "grpo"}
 
 
 @pytest.mark.slow
