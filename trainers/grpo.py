@@ -58,7 +58,7 @@ from creditgym.trainers.rewards import (
 )
 from creditgym.trainers.run_log import StageTimer
 from creditgym.trainers.schedule import Learner, build_optimizer
-from creditgym.trainers.selfplay import OpponentPools
+from creditgym.trainers.selfplay import OpponentPools, frozen_snapshot
 from creditgym.trainers.update import policy_update
 from creditgym.trajectory import (
     MC_ROLLOUT,
@@ -312,16 +312,6 @@ def turn_advantages(batch: CreditBatch, adv: Advantages) -> dict[str, torch.Tens
     return {eid: turn_BK[b][mask_BK[b]] for b, eid in enumerate(batch.episode_ids)}
 
 
-def frozen_copy(policy: TrainablePolicy) -> TrainablePolicy:
-    """A copy of `policy` with its own frozen weights (the KL reference of a policy without LoRA)."""
-    ref = copy.copy(policy)
-    ref.model = copy.deepcopy(policy.model)
-    for p in ref.model.parameters():
-        p.requires_grad_(False)
-    ref.model.eval()
-    return ref
-
-
 class GRPOTrainer(TrainerLoop):
     """Critic-free trainer. Refuses estimators that need critic values (use PPOTrainer)."""
 
@@ -395,7 +385,7 @@ class GRPOTrainer(TrainerLoop):
             for role, p in self.policies.items()
         }  # fmt: skip
         # the KL reference: with LoRA the policy itself with adapters off (`reference()`), else a frozen copy
-        self._refs = {r: frozen_copy(p) for r, p in self.policies.items() if (cfg.kl_coef > 0 or flow_on) and not p.has_adapter}
+        self._refs = {r: frozen_snapshot(p) for r, p in self.policies.items() if (cfg.kl_coef > 0 or flow_on) and not p.has_adapter}
         self.critics: dict[str, Critic] = {r: self.critic_cls(p, cfg) for r, p in self.policies.items()} if self.critic_cls else {}
         self.rng = np.random.default_rng(cfg.seed)
         self.collect_calls = 0

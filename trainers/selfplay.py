@@ -90,7 +90,8 @@ class SnapshotPool(OpponentPool):
 
 
 def frozen_snapshot(policy: TrainablePolicy) -> TrainablePolicy:
-    """A copy of `policy` with its own frozen weights."""
+    """A copy of `policy` with its own frozen weights (an opponent snapshot; the KL reference of a
+    policy without LoRA)."""
     snap = copy.copy(policy)
     snap.model = copy.deepcopy(policy.model)
     for p in snap.model.parameters():
