@@ -4,14 +4,12 @@
     python examples/compare_credit.py --env creditgym/Tools-v0 --env-kwargs '{"difficulty": 2}' \\
         --estimators grpo,rebn,pvd,turn_return --json tools2.json
 
-The warm start is the quickstart's (tiny model, induction warm-up, SFT on an imperfect expert), made
-once and saved (`--sft-dir`, shared by processes). Every run gets the same budget of steps x groups x
-group size episodes (fair for 1x estimators: the grpo family, rebn, gigpo, pvd; spo or vineppo would
-spend more). The table: test-split success (or mean reward, `--metric reward`) vs training episodes,
-mean and spread over seeds, episodes to `--threshold`, area under the curve, the last evaluation's
-metrics; `--merge` joins the `--json` reports of a study split over processes. The RL flags are
-GRPOConfig's (`creditgym train --trainer grpo --list-flags`) with the quickstart's RL defaults;
-`--estimator` and `--seed` are set per run from `--estimators` and `--seeds`.
+The warm start (the quickstart's: tiny model, induction warm-up, SFT on an imperfect expert) is made
+once and saved (`--sft-dir`, shared by processes); every run gets steps x groups x group size episodes
+(fair for 1x estimators: the grpo family, rebn, gigpo, pvd). The table: test success (or reward,
+`--metric reward`) vs training episodes over seeds, episodes to `--threshold`, the area under the curve
+and the last evaluation's metrics; `--merge` joins the `--json` reports of a study split over processes.
+RL flags are GRPOConfig's (`creditgym train --trainer grpo --list-flags`), the quickstart's defaults.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
 import tyro
@@ -48,7 +46,7 @@ class Args:
     (default none) serve training (train split), the warm start and evaluation (test split)"""
     eval_every: int = 8
     n_eval: int = 200
-    metric: str = "success"
+    metric: Literal["success", "reward"] = "success"
     """what the curves track on the test split: "success" or "reward" (the env's mean episode reward,
     e.g. Search's answer F1, a signal before exact matches appear)"""
     threshold: float | None = None
@@ -65,10 +63,11 @@ class Args:
     """keep the warm start here: loaded when the folder holds one, else made and saved there (so
     runs split over processes or sessions share one checkpoint)"""
     hidden: int | None = None
-    """tiny model width (None: the quickstart's, as for the knobs below)"""
+    """tiny model width (None: the quickstart's, as for the warm-start knobs below)"""
     layers: int | None = None
     expert_episodes: int | None = None
     sft_epochs: int | None = None
+    sft_batch_episodes: int | None = None
     induction_steps: int | None = None
     induction_digits: float | None = None
     """share of the induction warm-up's rows made of digits (copying numbers: Tools' arithmetic)"""
@@ -80,25 +79,22 @@ class Args:
 
 def main(argv: list[str] | None = None) -> dict:
     args = tyro.cli(Args, args=argv, description=__doc__, registry=CONFIG_FLAGS)
-    if args.metric not in ("success", "reward"):
-        raise SystemExit(f"--metric must be 'success' or 'reward', got {args.metric!r}")
     if args.merge:
         return finish(merge_studies([json.loads(Path(f).read_text()) for f in args.merge.split(",")], args.threshold), args)
     overrides = {"hidden_size": args.hidden, "num_layers": args.layers, "expert_episodes": args.expert_episodes,
                  "sft_epochs": args.sft_epochs, "induction_steps": args.induction_steps, "threads": args.threads,
-                 "induction_digit_fraction": args.induction_digits, "epsilon": args.epsilon}  # fmt: skip
-    qs = replace(QuickstartConfig(progress=args.train.progress), **{k: v for k, v in overrides.items() if v is not None})
-    rl, env_id, warm_kw = args.train, qs.env_id, None
-    qs = replace(qs, max_new_tokens=rl.max_new_tokens)  # evaluation samples replies as long as RL does
+                 "induction_digit_fraction": args.induction_digits, "epsilon": args.epsilon,
+                 "sft_batch_episodes": args.sft_batch_episodes}  # fmt: skip
+    rl, warm_kw = args.train, None  # evaluation samples replies as long as RL does:
+    qs = replace(QuickstartConfig(progress=rl.progress, max_new_tokens=rl.max_new_tokens),
+                 **{k: v for k, v in overrides.items() if v is not None})  # fmt: skip
     ev: dict[str, Any] = {**qs.eval_kwargs(), "n_eval": args.n_eval}
     if args.env is not None:
         quickstart_kw = QuickstartConfig().train_env_kwargs()
         kw = {} if rl.env_kwargs == quickstart_kw else {k: v for k, v in rl.env_kwargs.items() if k != "split"}
-        env_id = args.env
-        qs = replace(qs, env_id=env_id)
-        warm_kw = {**kw, "split": "train"}
+        qs, warm_kw, ev["env_kwargs"] = replace(qs, env_id=args.env), {**kw, "split": "train"}, kw
         rl = replace(rl, env_kwargs=warm_kw)
-        ev["env_kwargs"] = kw
+    env_id = qs.env_id
     torch.set_num_threads(qs.threads)
     t0 = time.perf_counter()
     results: dict[str, dict[int, list[float]]] = {}
@@ -127,8 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
                 results.setdefault(name, {})[seed] = curve
                 final.setdefault(name, {})[seed] = {"success": result.success, "reward": result.reward, **result.metrics}
     per_round = rl.num_groups * rl.group_size
-    evals = sorted({*range(args.eval_every, rl.steps + 1, args.eval_every), rl.steps})
-    samples = [0] + [s * per_round for s in evals]
+    samples = [0] + [s * per_round for s in sorted({*range(args.eval_every, rl.steps + 1, args.eval_every), rl.steps})]
     out = {"env_id": env_id, "env_kwargs": ev["env_kwargs"], "metric": args.metric, "start": start,
            "budget_episodes": rl.steps * per_round, **summarize(results, samples, args.threshold)}  # fmt: skip
     for name, by_seed in final.items():
@@ -137,8 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     return finish(out, args)
 
 
-def finish(out: dict[str, Any], args: Args) -> dict[str, Any]:
-    """Add the accuracy-vs-learning correlation (`--accuracy`) and write `--json`."""
+def finish(out: dict[str, Any], args: Args) -> dict[str, Any]:  # --accuracy's correlation; --json
     if args.accuracy:
         out["accuracy_vs_learning"] = accuracy_vs_learning(out["table"], json.loads(Path(args.accuracy).read_text()))
     if args.json:
@@ -152,4 +146,3 @@ if __name__ == "__main__":
     for name, row in out["table"].items():
         curve = "  ".join(f"{r['samples']:>5}: {r['mean']:.3f}±{r['sd']:.3f}" for r in row["curve"])
         print(name.ljust(12), curve, f"  AUC {row['auc_mean']:.3f}  to-threshold {row['episodes_to_threshold']}")
-    print(json.dumps(out, indent=1))
