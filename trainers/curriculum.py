@@ -24,7 +24,7 @@ import torch
 
 from creditgym.trajectory import Episode, TaskSpec
 
-__all__ = ["CURRICULA", "SECSampler", "TaskSampler", "UniformSampler", "category_signal", "sec_update", "softmax_probs"]
+__all__ = ["CURRICULA", "SECSampler", "StatefulSampler", "TaskSampler", "UniformSampler", "category_signal", "sec_update", "softmax_probs"]
 
 
 @runtime_checkable
@@ -37,6 +37,16 @@ class TaskSampler(Protocol):
         """What the trainer played for `specs`: the episodes and, aligned with them, each one's
         per-turn advantages (a dropped group's episodes seen with zero rewards and zero advantages)."""
         ...
+
+
+@runtime_checkable
+class StatefulSampler(Protocol):
+    """A TaskSampler whose learnt state goes into the trainer's checkpoints (SECSampler's Q values).
+    Samplers without one (uniform, most user samplers) resume from scratch."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 @dataclass

@@ -47,7 +47,7 @@ from creditgym.trainers.async_collect import (
     weight_loader,
     with_version,
 )
-from creditgym.trainers.curriculum import CURRICULA, TaskSampler, UniformSampler
+from creditgym.trainers.curriculum import CURRICULA, StatefulSampler, TaskSampler, UniformSampler
 from creditgym.trainers.logprobs import row_logprobs
 from creditgym.trainers.loop import TrainerLoop, check_finite_config
 from creditgym.trainers.rewards import (
@@ -478,7 +478,7 @@ class GRPOTrainer(TrainerLoop):
             "critics": {role: critic.state_dict() for role, critic in self.critics.items()},
             "logz_heads": {role: head.checkpoint() for role, head in self.logz_heads.items()},
             "reward_transforms": copy.deepcopy(self.reward_states),
-            "task_sampler": self.task_sampler.state_dict() if hasattr(self.task_sampler, "state_dict") else None,
+            "task_sampler": self.task_sampler.state_dict() if isinstance(self.task_sampler, StatefulSampler) else None,
             "opponent_pools": self.pools.state_dict() if self.pools is not None else None,
             "pipeline": pipeline,
         }
@@ -501,7 +501,10 @@ class GRPOTrainer(TrainerLoop):
                                  f"{len(self.reward_transforms)} transforms; resume with the run's reward_transforms")  # fmt: skip
             self.reward_states = copy.deepcopy(list(state["reward_transforms"]))
         if state.get("task_sampler") is not None:
-            self.task_sampler.load_state_dict(state["task_sampler"])  # type: ignore[attr-defined]
+            if not isinstance(self.task_sampler, StatefulSampler):
+                raise ValueError(f"the checkpoint holds a task sampler's state, but {type(self.task_sampler).__name__} "
+                                 "has no load_state_dict; resume with the run's curriculum (RLConfig.curriculum)")  # fmt: skip
+            self.task_sampler.load_state_dict(state["task_sampler"])
         if self.generator is not None and self.pipeline is None:  # resumed: the generator samples with the restored weights
             self.generator.sync_from(self.policies["agent"] if "agent" in self.policies else next(iter(self.policies.values())))
 

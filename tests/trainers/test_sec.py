@@ -195,6 +195,20 @@ def test_sec_state_resumes_exactly(tiny_cache: Path, tmp_path: Path) -> None:
     assert [m["reward"] for m in second.history] == [m["reward"] for m in straight.history[2:]]
 
 
+def test_sampler_state_goes_into_checkpoints_only_when_it_has_one(tiny_cache: Path) -> None:
+    from creditgym.trainers.curriculum import StatefulSampler, UniformSampler
+
+    assert isinstance(SECSampler(dict(CATEGORIES)), StatefulSampler)
+    assert not isinstance(UniformSampler(dict(CATEGORIES)), StatefulSampler)
+    sec = _trainer(tiny_cache, None, steps=1)
+    state = sec.state_dict()
+    assert state["task_sampler"] == {"q": sec.task_sampler.q}
+    uniform = _trainer(tiny_cache, None, steps=1, curriculum="uniform")
+    assert uniform.state_dict()["task_sampler"] is None
+    with pytest.raises(ValueError, match="has no load_state_dict; resume with the run's curriculum"):
+        uniform.load_state_dict(state)
+
+
 def test_trainer_builds_the_configured_curriculum(tiny_cache: Path) -> None:
     from creditgym.trainers.grpo import GRPOConfig, GRPOTrainer
 
