@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> dict:
                  "sft_epochs": args.sft_epochs, "induction_steps": args.induction_steps, "threads": args.threads,
                  "induction_digit_fraction": args.induction_digits, "epsilon": args.epsilon,
                  "sft_batch_episodes": args.sft_batch_episodes}  # fmt: skip
-    rl, warm_kw = args.train, None  # evaluation samples replies as long as RL does:
-    qs = replace(QuickstartConfig(progress=rl.progress, max_new_tokens=rl.max_new_tokens),
+    rl, warm_kw = args.train, None
+    qs = replace(QuickstartConfig(progress=rl.progress, max_new_tokens=rl.max_new_tokens),  # evaluation's replies as RL's
                  **{k: v for k, v in overrides.items() if v is not None})  # fmt: skip
     ev: dict[str, Any] = {**qs.eval_kwargs(), "n_eval": args.n_eval}
     if args.env is not None:
@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
     return finish(out, args)
 
 
-def finish(out: dict[str, Any], args: Args) -> dict[str, Any]:  # --accuracy's correlation; --json
+def finish(out: dict[str, Any], args: Args) -> dict[str, Any]:
+    """Add `--accuracy`'s correlation of accuracy with learning speed; write `--json`."""
     if args.accuracy:
         out["accuracy_vs_learning"] = accuracy_vs_learning(out["table"], json.loads(Path(args.accuracy).read_text()))
     if args.json:
