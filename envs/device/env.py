@@ -4,7 +4,8 @@ The agent sees a numbered list of UI elements and replies with one JSON action; 
 phone (pure Python) or a real device over adb executes it. Reward is DigiRL's sparse success
 (arXiv 2406.11896): 1/0 on the terminating `status` step, 0 on truncation, with an optional
 per-step penalty and potential-based progress shaping (Ng, Harada & Russell 1999: F = Φ(s') - Φ(s)
-with γ = 1 and Φ = 0 at termination leaves optimal policies unchanged).
+with γ = 1 and Φ = 0 at termination leaves optimal policies unchanged). `reward="progress"` adds
+partial credit for the subgoals an unsuccessful `status` leaves met.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class DeviceEnv(TextEnv):
         step_penalty: float = 0.0,
         invalid_penalty: float = 0.0,
         progress_shaping: bool = False,
+        reward: str = "success",
         backend: str = "sim",
         adb_path: str = "adb",
         serial: str | None = None,
@@ -85,9 +87,13 @@ class DeviceEnv(TextEnv):
                                     distractor_elements=distractor_elements, shuffle_layout=shuffle_layout,
                                     p_infeasible=p_infeasible, max_turns=max_turns, step_penalty=step_penalty,
                                     invalid_penalty=invalid_penalty, progress_shaping=progress_shaping,
-                                    abstraction="subgoals", screen=screen, **kwargs)  # fmt: skip
+                                    reward=reward, abstraction="subgoals", screen=screen, **kwargs)  # fmt: skip
         self._planner: DeviceEnv | None = None
         self._seen_obs: list[str] = []
+        if reward not in ("success", "progress"):
+            raise ValueError(f"reward must be 'success' (DigiRL's 1/0) or 'progress' (half credit for the share of "
+                             f"subgoals met when an unsuccessful episode ends with status), got {reward!r}")
+        self.reward_kind = reward
         if backend not in ("sim", "adb"):
             raise ValueError(f"backend must be 'sim' or 'adb', got {backend!r}")
         if not 0.0 <= popup_prob <= 1.0 or not 0.0 <= p_infeasible <= 1.0:
@@ -195,7 +201,9 @@ class DeviceEnv(TextEnv):
                 info["backend_error"] = "checker"
             shaping = -self._phi if self.progress_shaping else 0.0
             self._sums["shaping"] += shaping
-            return Outcome("", reward=self._pay_step() + comps["success"] + shaping, terminated=True, info=info)
+            comps["partial"] = self._partial_credit(comps)
+            reward = self._pay_step() + comps["success"] + comps["partial"] + shaping
+            return Outcome("", reward=reward, terminated=True, info=info)
         if self._adb is not None:
             effect = self._adb_act(a)  # may raise BackendError: the step then pays nothing
             reward = self._pay_step()
@@ -301,6 +309,23 @@ class DeviceEnv(TextEnv):
         conds = subgoals(self.task, self._phone.data)
         return sum(conds) / len(conds)
 
+    def _progress(self) -> float:
+        """Share of the task's subgoals met now (goal app open, goal holds); 1.0 after a success."""
+        if self._status is not None and self._judged.get("success", 0.0) >= 1.0:
+            return 1.0
+        if self._phone is None or self.task is None:
+            return 0.0
+        return self._potential()
+
+    def _partial_credit(self, comps: Mapping[str, float]) -> float:
+        """`reward="progress"`: an unsuccessful `status` without collateral earns half the share of
+        subgoals met (0.25 for the goal's app open, 0.5 when the goal holds but the status is wrong);
+        a success earns 1 as under `"success"`. A graded outcome reward for policies that never
+        succeed yet (as Search's F1 and Tools' ToolRL reward), so group baselines see a spread."""
+        if self.reward_kind != "progress" or comps["success"] >= 1.0 or comps["collateral"] > 0:
+            return 0.0
+        return 0.5 * self._progress()
+
     def _judge(self) -> dict[str, float]:
         assert self.task is not None
         if self._adb is not None:
@@ -312,8 +337,9 @@ class DeviceEnv(TextEnv):
         if self._status is not None:
             comps = dict(self._judged)
         else:
-            comps = {"success": 0.0, "collateral": self._collateral_now(), "answered": self._answered()}
+            comps = {"success": 0.0, "partial": 0.0, "collateral": self._collateral_now(), "answered": self._answered()}
         comps.pop("backend_error", None)
+        comps["progress"] = self._progress()
         comps.update(
             step_penalty=self._sums["step_penalty"],
             invalid=self._counts["invalid"] * self.invalid_penalty,

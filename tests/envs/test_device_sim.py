@@ -274,6 +274,50 @@ def test_reward_components_add_up_with_shaping() -> None:
         env.step(act("wait"))
 
 
+def _end_with(env: DeviceEnv, task_id: str, actions: list[str]) -> tuple[float, dict]:
+    env.reset(options={"task_id": task_id})
+    for a in actions:
+        _, r, term, trunc, info = env.step(a)
+    assert term or trunc
+    return r, info["reward_components"]
+
+
+@pytest.mark.parametrize("shaping", [False, True])
+def test_progress_reward_is_half_the_subgoals_met(shaping: bool) -> None:
+    task_id = task_with("toggle").task_id
+    env = DeviceEnv(reward="progress", progress_shaping=shaping, step_penalty=0.01)
+    done = act("status", goal_status="complete")
+    # the goal's app (Settings) open, the goal not met: 0.5 * 1/2
+    r, c = _end_with(env, task_id, [act("open_app", app_name="Settings"), done])
+    assert c["success"] == 0.0 and c["partial"] == 0.25 and c["progress"] == 0.5
+    assert c["success"] + c["partial"] + c["step_penalty"] + c["invalid"] + c["shaping"] == pytest.approx(c["return"])
+    # another app: nothing met, nothing paid
+    r, c = _end_with(env, task_id, [act("open_app", app_name="Shop"), done])
+    assert c["partial"] == 0.0 and c["progress"] == 0.0 and r == pytest.approx(-0.01 - 0.0 * shaping)
+    # the expert's success pays 1, as under reward="success", and progress reads 1
+    res = play_episode(env, lambda ctx, _: device_expert(ctx, np.random.default_rng(0)), 0)
+    assert res.components["success"] == 1.0 and res.components["partial"] == 0.0 and res.components["progress"] == 1.0
+    # truncation pays nothing, but progress is still reported
+    r, c = _end_with(DeviceEnv(reward="progress", max_turns=2), task_id, [act("open_app", app_name="Settings"), act("wait")])
+    assert r == 0.0 and c["partial"] == 0.0 and c["progress"] == 0.5
+
+
+def test_progress_reward_withholds_credit_for_collateral_and_is_off_by_default() -> None:
+    task = task_with("toggle")
+    other = next(k for k in ("Wi-Fi", "Bluetooth") if k.lower().replace("-", "") != task.private["spec"]["key"])
+    actions = [act("open_app", app_name="Settings"), None, act("status", goal_status="complete")]
+    env = DeviceEnv(reward="progress", popup_prob=0.0)
+    env.reset(options={"task_id": task.task_id})
+    obs, *_ = env.step(actions[0])
+    env.step(act("click", index=index_of(obs, other)))
+    _, r, *_, info = env.step(actions[2])
+    assert info["reward_components"]["collateral"] == 1.0 and r == 0.0 and info["reward_components"]["partial"] == 0.0
+    r, c = _end_with(DeviceEnv(), task.task_id, [actions[0], actions[2]])
+    assert r == 0.0 and c["partial"] == 0.0 and c["progress"] == 0.5
+    with pytest.raises(ValueError, match="reward must be 'success'"):
+        DeviceEnv(reward="f1")
+
+
 def test_truncation_gives_zero_success() -> None:
     env = gymnasium.make("creditgym/Device-v0", max_turns=3)
     env.reset(seed=0)
