@@ -152,6 +152,16 @@ def test_compare_credit_on_another_env_shares_one_warm_start(tmp_path) -> None:
     assert json.loads((tmp_path / "both.json").read_text())["table"].keys() == {"pvd", "grpo"}
 
 
+def test_tools_warm_start_smoke(tmp_path: Path) -> None:
+    out = _run("tools_warm_start", [*TINY, "--difficulty", "1", "--induction-steps", "2", "--expert-episodes", "2",
+                                    "--sft-epochs", "1", "--more-episodes", "2", "--more-epochs", "1", "--rounds", "3",
+                                    "--copy-steps", "1", "--pool-episodes", "3", "--round-episodes", "2", "--n-eval", "2",
+                                    "--out", str(tmp_path / "warm")])  # fmt: skip
+    assert (tmp_path / "warm" / "config.json").is_file() and out["out"] == str(tmp_path / "warm")
+    assert _is_fraction(out["copy_accuracy"]) and _is_fraction(out["test_success"])
+    assert -3.0 <= out["test_toolrl_reward"] <= 4.0  # ToolRL: format in {0, 1} plus correctness in [-3, 3]
+
+
 @pytest.mark.slow
 def test_train_search_smollm2_lora_smoke() -> None:
     out = _run("train_search_smollm2_lora", ["--steps", "1", "--num-groups", "1", "--group-size", "2", "--n-eval", "2",
