@@ -37,10 +37,15 @@ def auc(curve: Sequence[float], samples: Sequence[int]) -> float:
 
 
 def summarize(
-    results: Mapping[str, Mapping[int, Sequence[float]]], samples: Sequence[int], threshold: float | None
+    results: Mapping[str, Mapping[int, Sequence[float]]],
+    samples: Sequence[int],
+    threshold: float | None,
+    finals: Mapping[str, Mapping[int, Mapping[str, float]]] | None = None,
 ) -> dict[str, Any]:
     """`results[estimator][seed]` is a curve evaluated at `samples` training episodes. The threshold
-    defaults to halfway from the mean start to the best mean of any estimator at any evaluation."""
+    defaults to halfway from the mean start to the best mean of any estimator at any evaluation.
+    `finals[estimator][seed]` (optional) holds a run's last-evaluation metrics: each estimator's
+    `final` is their mean over seeds (the keys every seed has), `final_by_seed` keeps them."""
     start = statistics.mean(c[0] for by_seed in results.values() for c in by_seed.values())
     best = max(statistics.mean(c[i] for c in by_seed.values()) for by_seed in results.values()
                for i in range(len(samples)))  # fmt: skip
@@ -58,6 +63,11 @@ def summarize(
             "auc_mean": statistics.mean(aucs), "auc_sd": statistics.pstdev(aucs),
             "by_seed": {str(seed): list(c) for seed, c in by_seed.items()},
         }  # fmt: skip
+        if finals and finals.get(name):
+            per_seed = finals[name]
+            keys = set.intersection(*(set(m) for m in per_seed.values()))
+            table[name]["final"] = {k: statistics.mean(m[k] for m in per_seed.values()) for k in sorted(keys)}
+            table[name]["final_by_seed"] = {str(seed): dict(m) for seed, m in per_seed.items()}
     return {"threshold": level, "table": table}
 
 
@@ -69,7 +79,8 @@ def merge_studies(reports: Sequence[Mapping[str, Any]], threshold: float | None 
 
     Each report's `table[name]["by_seed"]` holds its curves; a (estimator, seed) pair in two reports
     is an error (the same run twice). The threshold, when None, is recomputed over all curves, so a
-    merged study reads as if run in one process. Each estimator's `final` metrics are kept."""
+    merged study reads as if run in one process. Final metrics are merged per seed (`final_by_seed`;
+    a report without it gives each of its seeds its `final` mean, the same seed-weighted mean)."""
     if not reports:
         raise ValueError("merge_studies: no reports given")
     first = reports[0]
@@ -80,7 +91,7 @@ def merge_studies(reports: Sequence[Mapping[str, Any]], threshold: float | None 
                              "(same env, warm start, budget and metric)")  # fmt: skip
     samples = [row["samples"] for row in next(iter(first["table"].values()))["curve"]]
     results: dict[str, dict[int, list[float]]] = {}
-    finals: dict[str, Any] = {}
+    finals: dict[str, dict[int, dict[str, float]]] = {}
     for r in reports:
         for name, row in r["table"].items():
             if "by_seed" not in row:
@@ -91,14 +102,10 @@ def merge_studies(reports: Sequence[Mapping[str, Any]], threshold: float | None 
                 if int(seed) in results.get(name, {}):
                     raise ValueError(f"merge_studies: {name!r} seed {seed} appears in two reports")
                 results.setdefault(name, {})[int(seed)] = list(curve)
-            if "final" in row:
-                finals.setdefault(name, []).append((len(row["by_seed"]), row["final"]))
+            by_seed = row.get("final_by_seed") or ({s: row["final"] for s in row["by_seed"]} if "final" in row else {})
+            finals.setdefault(name, {}).update({int(seed): dict(m) for seed, m in by_seed.items()})
     out = {k: first[k] for k in MERGE_KEYS if k in first}
-    out.update(summarize(results, samples, threshold))
-    for name, parts in finals.items():  # seed-weighted mean of each report's mean over its seeds
-        n = sum(k for k, _ in parts)
-        keys = set.intersection(*(set(f) for _, f in parts))
-        out["table"][name]["final"] = {key: sum(k * f[key] for k, f in parts) / n for key in sorted(keys)}
+    out.update(summarize(results, samples, threshold, finals))
     return out
 
 

@@ -15,7 +15,6 @@ RL flags are GRPOConfig's (`creditgym train --trainer grpo --list-flags`), the q
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -125,10 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     per_round = rl.num_groups * rl.group_size
     samples = [0] + [s * per_round for s in sorted({*range(args.eval_every, rl.steps + 1, args.eval_every), rl.steps})]
     out = {"env_id": env_id, "env_kwargs": ev["env_kwargs"], "metric": args.metric, "start": start,
-           "budget_episodes": rl.steps * per_round, **summarize(results, samples, args.threshold)}  # fmt: skip
-    for name, by_seed in final.items():
-        keys = set.intersection(*(set(m) for m in by_seed.values()))
-        out["table"][name]["final"] = {k: statistics.mean(m[k] for m in by_seed.values()) for k in sorted(keys)}
+           "budget_episodes": rl.steps * per_round, **summarize(results, samples, args.threshold, final)}  # fmt: skip
     return finish(out, args)
 
 

@@ -76,10 +76,32 @@ def test_merge_studies_equals_one_study_run_in_one_process() -> None:
     whole = summarize({"grpo": {**a["grpo"], **b["grpo"]}, "pvd": b["pvd"]}, samples, None)
     assert merged["threshold"] == whole["threshold"] == 0.4  # halfway to pvd's 0.8, over both reports
     for name in ("grpo", "pvd"):
-        assert merged["table"][name] == {**whole["table"][name], "final": merged["table"][name]["final"]}
-    # final metrics: the seed-weighted mean, (2 * 0.4 + 1 * 0.1) / 3
+        row = {k: v for k, v in merged["table"][name].items() if k not in ("final", "final_by_seed")}
+        assert row == whole["table"][name]
+    # reports without per-seed finals: each seed gets its report's mean, (2 * 0.4 + 1 * 0.1) / 3
     assert abs(merged["table"]["grpo"]["final"]["success"] - 0.3) < 1e-12
+    assert merged["table"]["grpo"]["final_by_seed"] == {"0": {"success": 0.4}, "1": {"success": 0.4}, "2": {"success": 0.1}}
     assert merged["env_id"] == "e" and merged["budget_episodes"] == 20
+
+
+def test_final_metrics_per_seed_merge_like_one_process() -> None:
+    samples = [0, 10]
+    curves = {"grpo": {0: [0.0, 0.2], 1: [0.0, 0.4], 2: [0.0, 0.3]}}
+    finals = {"grpo": {0: {"success": 0.2, "tool_calls": 1.0}, 1: {"success": 0.4, "tool_calls": 3.0},
+                       2: {"success": 0.3}}}  # fmt: skip
+    whole = summarize(curves, samples, None, finals)
+    # the mean over seeds of the keys every seed has; the per-seed values are kept
+    assert whole["table"]["grpo"]["final"] == pytest.approx({"success": 0.3})
+    assert whole["table"]["grpo"]["final_by_seed"]["1"] == {"success": 0.4, "tool_calls": 3.0}
+
+    def part(seeds: list[int]) -> dict:
+        out = _report({"grpo": {s: curves["grpo"][s] for s in seeds}}, samples)
+        out["table"]["grpo"].update(summarize({"grpo": {s: curves["grpo"][s] for s in seeds}}, samples, None,
+                                              {"grpo": {s: finals["grpo"][s] for s in seeds}})["table"]["grpo"])  # fmt: skip
+        return out
+
+    merged = merge_studies([part([0, 1]), part([2])])
+    assert merged["table"]["grpo"] == whole["table"]["grpo"]
 
 
 def test_merge_studies_refuses_what_is_not_one_study() -> None:
