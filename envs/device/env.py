@@ -5,7 +5,7 @@ phone (pure Python) or a real device over adb executes it. Reward is DigiRL's sp
 (arXiv 2406.11896): 1/0 on the terminating `status` step, 0 on truncation, with an optional
 per-step penalty and potential-based progress shaping (Ng, Harada & Russell 1999: F = Φ(s') - Φ(s)
 with γ = 1 and Φ = 0 at termination leaves optimal policies unchanged). `reward="progress"` adds
-partial credit for the subgoals an unsuccessful `status` leaves met.
+partial credit for the subgoals an unsuccessful episode leaves met.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ class DeviceEnv(TextEnv):
         super()._begin_episode(task, seed, options)
         self._status = None
         self._counts = {"invalid": 0, "fail_streak": 0}
-        self._sums = {"step_penalty": 0.0, "shaping": 0.0}
+        self._sums = {"step_penalty": 0.0, "shaping": 0.0, "partial": 0.0}
         if self._adb is not None:
             self._phone = None
             self._refresh_adb(go_home=True)
@@ -201,7 +201,7 @@ class DeviceEnv(TextEnv):
                 info["backend_error"] = "checker"
             shaping = -self._phi if self.progress_shaping else 0.0
             self._sums["shaping"] += shaping
-            comps["partial"] = self._partial_credit(comps)
+            comps["partial"] = self._sums["partial"] = self._partial_credit(comps)
             reward = self._pay_step() + comps["success"] + comps["partial"] + shaping
             return Outcome("", reward=reward, terminated=True, info=info)
         if self._adb is not None:
@@ -217,6 +217,13 @@ class DeviceEnv(TextEnv):
                 self._sums["shaping"] += phi - self._phi
                 self._phi = phi
         return Outcome(f"Result: {effect}\n\n{self._screen_text()}", reward=reward, info=info)
+
+    def _finish_step(self, action: str, outcome: Outcome, **kw: Any) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        if self.reward_kind == "progress" and not outcome.terminated and self._turn + 1 >= self.max_turns:
+            # truncation pays the partial credit too, so ending with a wrong status is no better than running out
+            self._sums["partial"] = self._partial_credit({"success": 0.0, "collateral": self._collateral_now()})
+            outcome.reward = float(outcome.reward) + self._sums["partial"]
+        return super()._finish_step(action, outcome, **kw)
 
     def _pay_step(self) -> float:
         """The step penalty of one executed action (recorded for reward_components)."""
@@ -318,8 +325,8 @@ class DeviceEnv(TextEnv):
         return self._potential()
 
     def _partial_credit(self, comps: Mapping[str, float]) -> float:
-        """`reward="progress"`: an unsuccessful `status` without collateral earns half the share of
-        subgoals met (0.25 for the goal's app open, 0.5 when the goal holds but the status is wrong);
+        """`reward="progress"`: an episode that ends without success (a wrong `status` or the turn
+        budget) and without collateral earns half the share of subgoals met (0.25 for the goal's app open, 0.5 when the goal holds but the status is wrong);
         a success earns 1 as under `"success"`. A graded outcome reward for policies that never
         succeed yet (as Search's F1 and Tools' ToolRL reward), so group baselines see a spread."""
         if self.reward_kind != "progress" or comps["success"] >= 1.0 or comps["collateral"] > 0:
@@ -337,7 +344,7 @@ class DeviceEnv(TextEnv):
         if self._status is not None:
             comps = dict(self._judged)
         else:
-            comps = {"success": 0.0, "partial": 0.0, "collateral": self._collateral_now(), "answered": self._answered()}
+            comps = {"success": 0.0, "partial": self._sums.get("partial", 0.0), "collateral": self._collateral_now(), "answered": self._answered()}
         comps.pop("backend_error", None)
         comps["progress"] = self._progress()
         comps.update(

@@ -297,9 +297,11 @@ def test_progress_reward_is_half_the_subgoals_met(shaping: bool) -> None:
     # the expert's success pays 1, as under reward="success", and progress reads 1
     res = play_episode(env, lambda ctx, _: device_expert(ctx, np.random.default_rng(0)), 0)
     assert res.components["success"] == 1.0 and res.components["partial"] == 0.0 and res.components["progress"] == 1.0
-    # truncation pays nothing, but progress is still reported
+    # truncation pays the same partial credit as a wrong status
     r, c = _end_with(DeviceEnv(reward="progress", max_turns=2), task_id, [act("open_app", app_name="Settings"), act("wait")])
-    assert r == 0.0 and c["partial"] == 0.0 and c["progress"] == 0.5
+    assert r == 0.25 and c["partial"] == 0.25 and c["progress"] == 0.5 and c["return"] == 0.25
+    r, c = _end_with(DeviceEnv(reward="progress", max_turns=2), task_id, [act("open_app", app_name="Settings"), "not an action"])
+    assert r == 0.25 and c["partial"] == 0.25 and c["invalid"] == 0.0
 
 
 def test_progress_reward_withholds_credit_for_collateral_and_is_off_by_default() -> None:
