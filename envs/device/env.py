@@ -91,8 +91,8 @@ class DeviceEnv(TextEnv):
         self._planner: DeviceEnv | None = None
         self._seen_obs: list[str] = []
         if reward not in ("success", "progress"):
-            raise ValueError(f"reward must be 'success' (DigiRL's 1/0) or 'progress' (half credit for the share of "
-                             f"subgoals met when an unsuccessful episode ends with status), got {reward!r}")
+            raise ValueError(f"reward must be 'success' (DigiRL's 1/0) or 'progress' (plus half the share of subgoals "
+                             f"an unsuccessful episode leaves met; docs/envs/device.md), got {reward!r}")
         self.reward_kind = reward
         if backend not in ("sim", "adb"):
             raise ValueError(f"backend must be 'sim' or 'adb', got {backend!r}")
@@ -326,9 +326,10 @@ class DeviceEnv(TextEnv):
 
     def _partial_credit(self, comps: Mapping[str, float]) -> float:
         """`reward="progress"`: an episode that ends without success (a wrong `status` or the turn
-        budget) and without collateral earns half the share of subgoals met (0.25 for the goal's app open, 0.5 when the goal holds but the status is wrong);
-        a success earns 1 as under `"success"`. A graded outcome reward for policies that never
-        succeed yet (as Search's F1 and Tools' ToolRL reward), so group baselines see a spread."""
+        budget) and without collateral earns half the share of subgoals met (0.25 for the goal's app
+        open, 0.5 when the goal holds but the status is wrong); a success earns 1 as under
+        `"success"`. A graded outcome reward for policies that never succeed yet (as Search's F1 and
+        Tools' ToolRL reward), so group baselines see a spread."""
         if self.reward_kind != "progress" or comps["success"] >= 1.0 or comps["collateral"] > 0:
             return 0.0
         return 0.5 * self._progress()
