@@ -232,6 +232,11 @@ class TextEnv(gymnasium.Env[str, str]):
     def _final_components(self) -> dict[str, float]:
         raise NotImplementedError(f"{type(self).__name__}: implement _final_components() (with a 'success' key)")
 
+    def _truncation_reward(self) -> float:
+        """Reward added to the step that exhausts the turn budget without terminating (default 0):
+        a terminal term the env also pays on truncation (Tools' answer term, Device's progress credit)."""
+        return 0.0
+
     def _fuzz_actions(self) -> list[str]:
         """Near-miss actions for the checker's fuzz test (family grammar almost right)."""
         return []
@@ -361,8 +366,11 @@ class TextEnv(gymnasium.Env[str, str]):
 
         `state_key` / `components` given explicitly (plain path) replace the `_state_key()` /
         `_final_components()` hooks, which are then not called. All or nothing: if a hook raises,
-        the counters are rolled back before the exception propagates.
+        the counters are rolled back before the exception propagates. A step that exhausts the turn
+        budget without terminating also gets `_truncation_reward()`.
         """
+        if not outcome.terminated and self._turn + 1 >= self.max_turns:
+            outcome.reward = float(outcome.reward) + self._truncation_reward()
         return self._finish_step_atomic(action, outcome, invalid, sanitized, state_key, components, False)
 
     def _finish_step_atomic(

@@ -201,7 +201,7 @@ class DeviceEnv(TextEnv):
                 info["backend_error"] = "checker"
             shaping = -self._phi if self.progress_shaping else 0.0
             self._sums["shaping"] += shaping
-            comps["partial"] = self._sums["partial"] = self._partial_credit(comps)
+            comps["partial"] = self._sums["partial"] = self._partial_credit(comps["success"], comps["collateral"])
             reward = self._pay_step() + comps["success"] + comps["partial"] + shaping
             return Outcome("", reward=reward, terminated=True, info=info)
         if self._adb is not None:
@@ -218,12 +218,10 @@ class DeviceEnv(TextEnv):
                 self._phi = phi
         return Outcome(f"Result: {effect}\n\n{self._screen_text()}", reward=reward, info=info)
 
-    def _finish_step(self, action: str, outcome: Outcome, **kw: Any) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        if self.reward_kind == "progress" and not outcome.terminated and self._turn + 1 >= self.max_turns:
-            # truncation pays the partial credit too, so ending with a wrong status is no better than running out
-            self._sums["partial"] = self._partial_credit({"success": 0.0, "collateral": self._collateral_now()})
-            outcome.reward = float(outcome.reward) + self._sums["partial"]
-        return super()._finish_step(action, outcome, **kw)
+    def _truncation_reward(self) -> float:
+        """Truncation pays the partial credit too, so ending with a wrong status is no better than running out."""
+        self._sums["partial"] = self._partial_credit(0.0, self._collateral_now())
+        return self._sums["partial"]
 
     def _pay_step(self) -> float:
         """The step penalty of one executed action (recorded for reward_components)."""
@@ -324,13 +322,13 @@ class DeviceEnv(TextEnv):
             return 0.0
         return self._potential()
 
-    def _partial_credit(self, comps: Mapping[str, float]) -> float:
+    def _partial_credit(self, success: float, collateral: float) -> float:
         """`reward="progress"`: an episode that ends without success (a wrong `status` or the turn
         budget) and without collateral earns half the share of subgoals met (0.25 for the goal's app
         open, 0.5 when the goal holds but the status is wrong); a success earns 1 as under
         `"success"`. A graded outcome reward for policies that never succeed yet (as Search's F1 and
         Tools' ToolRL reward), so group baselines see a spread."""
-        if self.reward_kind != "progress" or comps["success"] >= 1.0 or comps["collateral"] > 0:
+        if self.reward_kind != "progress" or success >= 1.0 or collateral > 0:
             return 0.0
         return 0.5 * self._progress()
 

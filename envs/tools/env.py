@@ -319,10 +319,11 @@ class ToolsEnv(TextEnv):
         if invalid:
             self._counts["n_invalid"] += 1
             self._counts["invalid"] += float(outcome.reward)
-        if not outcome.terminated and self._turn + 1 >= self.max_turns:
-            # Truncation without an answer still pays the answer term (0, or -1 under ReTool).
-            outcome.reward = float(outcome.reward) + self._answer_reward(None)
         return super()._finish_step(action, outcome, invalid=invalid, sanitized=sanitized, **kw)
+
+    def _truncation_reward(self) -> float:
+        """Truncation without an answer still pays the answer term (0, or -1 under ReTool)."""
+        return self._answer_reward(None)
 
     def _final_components(self) -> dict[str, float]:
         c = self._counts
