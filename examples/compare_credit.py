@@ -8,7 +8,8 @@ The warm start (the quickstart's: tiny model, induction warm-up, SFT on an imper
 once and saved (`--sft-dir`, shared by processes); every run gets steps x groups x group size episodes
 (fair for 1x estimators: the grpo family, rebn, gigpo, pvd). The table: test success (or reward,
 `--metric reward`) vs training episodes over seeds, episodes to `--threshold`, the area under the curve
-and the last evaluation's metrics; `--merge` joins the `--json` reports of a study split over processes.
+and the last evaluation's metrics (turns, share of invalid actions, tool calls: a policy whose
+format breaks shows here); `--merge` joins the `--json` reports of a study split over processes.
 RL flags are GRPOConfig's (`creditgym train --trainer grpo --list-flags`), the quickstart's defaults.
 """
 
@@ -31,6 +32,7 @@ from creditgym.trainers import GRPOConfig, GRPOTrainer
 from creditgym.trainers.evaluate import evaluate
 from creditgym.trainers.flags import CONFIG_FLAGS
 from creditgym.trainers.quickstart import QuickstartConfig, warm_start
+from creditgym.trajectory import episode_metrics
 
 
 @dataclass
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(qs.threads)
     t0 = time.perf_counter()
     results: dict[str, dict[int, list[float]]] = {}
-    final: dict[str, dict[int, dict[str, float]]] = {}  # the last evaluation's metrics (tool calls, ...)
+    final: dict[str, dict[int, dict[str, float]]] = {}  # the last evaluation's metrics (turns, invalid actions, tool calls)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(args.sft_dir) if args.sft_dir else Path(tmp) / "sft"
         if (ckpt / "config.json").exists():
@@ -120,7 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
                             print(f"{name} seed {seed}: step {tr.step_idx}/{tr.total_steps}, {args.metric} "
                                   f"{curve[-1]:.3f} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
                 results.setdefault(name, {})[seed] = curve
-                final.setdefault(name, {})[seed] = {"success": result.success, "reward": result.reward, **result.metrics}
+                health = {k: v for k, v in episode_metrics(result.episodes).items() if k in ("turns", "invalid_frac")}
+                final.setdefault(name, {})[seed] = {"success": result.success, "reward": result.reward, **health, **result.metrics}
     per_round = rl.num_groups * rl.group_size
     samples = [0] + [s * per_round for s in sorted({*range(args.eval_every, rl.steps + 1, args.eval_every), rl.steps})]
     out = {"env_id": env_id, "env_kwargs": ev["env_kwargs"], "metric": args.metric, "start": start,

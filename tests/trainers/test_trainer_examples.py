@@ -124,7 +124,7 @@ def test_compare_credit_smoke() -> None:
     assert out["budget_episodes"] == 4 and _is_fraction(out["start"])
     assert all(r["sd"] >= 0 and _is_fraction(r["mean"]) for r in out["table"]["turn_return"]["curve"])
     assert all(len(row["episodes_to_threshold"]) == 2 and _is_fraction(row["auc_mean"]) for row in out["table"].values())
-    assert all({"success", "reward", "tool_calls"} <= set(row["final"]) for row in out["table"].values())
+    assert all({"success", "reward", "turns", "invalid_frac", "tool_calls"} <= set(row["final"]) for row in out["table"].values())
     assert all(row["final"]["success"] == row["curve"][-1]["mean"] for row in out["table"].values())
 
 
