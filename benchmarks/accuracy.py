@@ -28,9 +28,10 @@ import typer
 from creditgym.agents import probes
 from creditgym.agents.offline import mc_values, return_to_go
 from creditgym.agents.pretrained import load
-from creditgym.agents.rollout import Collector
+from creditgym.agents.rollout import Collector, derive_seed
 from creditgym.agents.scripted import ScriptedPolicy
 from creditgym.batch import CreditBatch
+from creditgym.benchmarks.accuracy_critic import CriticSettings, critic_backbone, fit_critic
 from creditgym.benchmarks.accuracy_metrics import TurnTruth, agreement, noise_ceiling, truth_from_branches
 from creditgym.credit import ESTIMATORS, compute
 from creditgym.credit.registry import knob_default, trains_on_branches
@@ -38,7 +39,7 @@ from creditgym.sources import import_env_source, json_object
 from creditgym.store import RolloutStore
 from creditgym.trajectory import Episode, excluded, mark_excluded_groups
 
-__all__ = ["AccuracyReport", "EstimatorRow", "TruthSummary", "main", "measure_accuracy", "measure_truth", "reannotate", "resolve_policy"]
+__all__ = ["AccuracyReport", "CriticFitSet", "EstimatorRow", "collect_critic_set", "TruthSummary", "main", "measure_accuracy", "measure_truth", "reannotate", "resolve_policy"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class EstimatorRow:
     tokens_per_sample: float = math.nan  # generated action tokens per trained sample
     wall_s: float = math.nan  # base collection + its own extra collection + credit
     trains_on_branches: bool = False
+    critic_episodes: int = 0  # held-out episodes of the same policy its critic was fitted on (not in episodes/sample)
     skipped: str | None = None
 
 
@@ -128,12 +130,16 @@ class AccuracyReport:
             lines.append(
                 f"| {r.name} | {fmt(r.spearman)} | {fmt(r.pearson)} | {fmt(r.sign_agree)} | {fmt(r.rel_mse)} | "
                 f"{fmt(r.spearman_first)} | {fmt(r.spearman_later)} | {r.episodes_per_sample:.2f} | "
-                f"{r.episodes_per_base:.2f} | {r.tokens_per_sample:.0f} | {r.wall_s:.1f} |"
+                f"{r.episodes_per_base:.2f}{_critic_note(r)} | {r.tokens_per_sample:.0f} | {r.wall_s:.1f} |"
             )
         for r in self.rows:
             if r.skipped is not None:
                 lines.append(f"| {r.name} | skipped: {r.skipped} |" + " |" * (cols.count(" | ") - 1))
         return "\n".join(lines)
+
+
+def _critic_note(r: EstimatorRow) -> str:
+    return f" (+{r.critic_episodes} critic fit episodes)" if r.critic_episodes else ""
 
 
 def fmt(x: float) -> str:
@@ -155,13 +161,15 @@ def resolve_policy(policy: Any, env_id: str, epsilon: float = 0.0, seed: int = 0
     return policy, type(policy).__name__, hasattr(policy, "model")
 
 
-def _skip_reason(needs: Mapping[str, Any], is_model: bool) -> str | None:
+def _skip_reason(needs: Mapping[str, Any], is_model: bool, has_network: bool) -> str | None:
     if needs.get("probe") and not is_model:
         return NEEDS_MODEL + f" (probe {needs['probe']!r} scores the policy's log-probabilities)"
     if needs.get("probe") and needs["probe"] not in PROBES:
         return f"unknown probe {needs['probe']!r}; this benchmark knows {sorted(PROBES)}"
-    if needs.get("values") == "critic":
-        return "needs a fitted critic (values: critic); this benchmark fits none yet"
+    if needs.get("values") == "critic" and not is_model:
+        return NEEDS_MODEL + " (its critic is a copy of the policy's network, fitted on the policy's episodes)"
+    if needs.get("values") == "critic" and not has_network:
+        return "needs a critic, which copies the policy's network: this policy has no base_model() with a config.hidden_size"
     return None
 
 
@@ -204,9 +212,43 @@ def _env_metadata(env_id: str | Sequence[Any], env_kwargs: Mapping[str, Any] | N
         env.close()
 
 
+@dataclass(frozen=True)
+class CriticFitSet:
+    """What critic estimators are fitted on: the policy's network, held-out episodes of the same
+    policy (other tasks than the base episodes'), the fit settings and the seconds their collection took."""
+
+    backbone: Any
+    episodes: list[Episode]
+    settings: CriticSettings
+    collect_s: float
+
+
+CRITIC_SEED = 0xC217C  # the fit set's seed is derive_seed(seed, CRITIC_SEED): tasks apart from the base episodes'
+
+
+def collect_critic_set(
+    policy: Any, env_id: str | Sequence[Any], settings: CriticSettings, n_base: int, group_size: int, seed: int,
+    env_kwargs: Mapping[str, Any] | None, history: Any, max_context_tokens: int | None,
+) -> CriticFitSet:
+    """Collect the critic's held-out fit set: `settings.episodes` (None: `n_base`) episodes of
+    `policy` in whole groups, seeded apart from the base episodes."""
+    backbone = critic_backbone(policy)
+    if backbone is None:
+        raise ValueError("the critic copies the policy's network; this policy has none (pass a model policy)")
+    t0 = time.perf_counter()
+    n_groups = max(1, math.ceil((settings.episodes or n_base) / group_size))
+    collector = Collector(policy, env_id, group_size=group_size, env_kwargs=env_kwargs, history=history,
+                          max_context_tokens=max_context_tokens)  # fmt: skip
+    try:
+        eps = [e for e in mark_excluded_groups(collector.collect(n_groups, seed=derive_seed(seed, CRITIC_SEED))) if not excluded(e)]
+    finally:
+        collector.close()
+    return CriticFitSet(backbone, eps, settings, time.perf_counter() - t0)
+
+
 def _run_estimator(
     name: str, collector: Collector, base: Sequence[Episode], truth: TurnTruth, base_s: float, greedy_eps: int,
-    metadata: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None, critic: CriticFitSet | None = None,
 ) -> EstimatorRow:
     fn = ESTIMATORS[name]
     needs = dict(getattr(fn, "needs", {}) or {})
@@ -225,8 +267,15 @@ def _run_estimator(
     if needs.get("values") == "mc":
         gamma = float(knob_default(fn, "gamma", {}, 1.0))
         batch = batch.with_values(values_BK=mc_values(trained, mc, gamma=gamma, num_slots=batch.K))
+    fit_s, fit_n = 0.0, 0
+    if needs.get("values") == "critic":
+        if critic is None:
+            raise ValueError(f"estimator {name!r} needs a critic and no fit set was collected")
+        attach = fit_critic(name, critic.backbone, critic.episodes, critic.settings, needs.get("outcome_key"))
+        batch = attach(batch, trained)
+        fit_s, fit_n = critic.collect_s, len(critic.episodes)
     adv = compute(name, batch)
-    wall = base_s + time.perf_counter() - t0
+    wall = base_s + fit_s + time.perf_counter() - t0
     a_N = _flat(adv.turn_BK[: len(base)], base)
     agr = agreement(a_N, truth)
     greedy = greedy_eps if needs.get("greedy") else 0
@@ -237,7 +286,7 @@ def _run_estimator(
         name=name, spearman=agr.spearman, pearson=agr.pearson, sign_agree=agr.sign_agree, rel_mse=agr.rel_mse,
         spearman_first=agr.spearman_first, spearman_later=agr.spearman_later,
         episodes_per_sample=n_eps / len(trained), episodes_per_base=n_eps / len(base), tokens_per_sample=n_tokens / len(trained), wall_s=wall,
-        trains_on_branches=train,
+        trains_on_branches=train, critic_episodes=fit_n,
     )  # fmt: skip
 
 
@@ -343,6 +392,7 @@ def measure_accuracy(
     max_context_tokens: int | None = None,
     save_episodes: str | None = None,
     truth_from: str | None = None,
+    critic: CriticSettings | None = None,
 ) -> AccuracyReport:
     """Measure every estimator in `estimators` (None: all of `creditgym.credit.ESTIMATORS`) against
     Monte-Carlo truth on `episodes` base episodes (rounded up to whole groups of `group_size`).
@@ -352,7 +402,10 @@ def measure_accuracy(
     a model directory / known model name, or a Policy object. `branches`: M replay branches forked
     before every turn of every base episode for the truth (M >= 2). `gamma` discounts the truth.
     `history` and `max_context_tokens` go to the Collector (None: the env's history, the policy's context).
-    Estimators that need probes or a critic are listed as skipped with the reason. `save_episodes`:
+    Estimators that need probes or a critic need a model policy, and are listed as skipped with the
+    reason under a scripted one. A critic estimator gets the critic its trainer fits (`accuracy_critic`),
+    fitted on `critic.episodes` held-out episodes of the same policy (None: as many as the base
+    episodes; `critic` None: `CriticSettings()`), reported as the row's `critic_episodes`. `save_episodes`:
     a RolloutStore path the base episodes are written to with their truth (`meta["mc_truth"]`, per turn
     `adv`, `se`, `value`, the two half-truths and `branches`), which `creditgym view` shows beside each
     estimate. `truth_from`: such a file; its episodes and truth are reused instead of collected
@@ -369,7 +422,9 @@ def measure_accuracy(
     label_env = env_id if isinstance(env_id, str) else "env_fns"
     pol, label, is_model = resolve_policy(policy, label_env, epsilon, seed)
     needs_of = {n: dict(getattr(ESTIMATORS[n], "needs", {}) or {}) for n in names}
-    skipped = {n: _skip_reason(needs_of[n], is_model) for n in names}
+    has_network = critic_backbone(pol) is not None
+    skipped = {n: _skip_reason(needs_of[n], is_model, has_network) for n in names}
+    critic = critic or CriticSettings()
     greedy = any(needs_of[n].get("greedy") for n in names if skipped[n] is None)
     num_groups = max(1, math.ceil(episodes / group_size))
     collector = Collector(pol, env_id, group_size=group_size, env_kwargs=env_kwargs, greedy_baseline=greedy,
@@ -392,6 +447,9 @@ def measure_accuracy(
             )  # fmt: skip
         rows = []
         metadata: dict[str, Any] | None = None
+        fitset = None
+        if any(skipped[n] is None and needs_of[n].get("values") == "critic" for n in names):
+            fitset = collect_critic_set(pol, env_id, critic, len(base), group_size, seed, env_kwargs, history, max_context_tokens)
         for name in names:
             if skipped[name] is not None:
                 rows.append(EstimatorRow(name=name, skipped=skipped[name]))
@@ -399,7 +457,7 @@ def measure_accuracy(
             if needs_of[name].get("probe") and metadata is None:
                 metadata = _env_metadata(env_id, env_kwargs)
             try:
-                rows.append(_run_estimator(name, collector, base, truth, base_s, num_groups if greedy else 0, metadata))
+                rows.append(_run_estimator(name, collector, base, truth, base_s, num_groups if greedy else 0, metadata, fitset))
             except (ValueError, TypeError, KeyError, RuntimeError) as e:  # one estimator's failure is a row, not a crash
                 log.warning("accuracy: estimator %r failed: %s", name, e)
                 rows.append(EstimatorRow(name=name, skipped=f"failed: {type(e).__name__}: {e}"))
@@ -420,7 +478,8 @@ def measure_accuracy(
     )
     config = {"episodes": episodes, "group_size": group_size, "branches": branches, "seed": seed, "gamma": gamma,
               "epsilon": epsilon if policy == "scripted" else None, "env_kwargs": dict(env_kwargs or {}),
-              "history": history, "max_context_tokens": max_context_tokens, "truth_from": truth_from}  # fmt: skip
+              "history": history, "max_context_tokens": max_context_tokens, "truth_from": truth_from,
+              "critic": dataclasses.asdict(critic)}  # fmt: skip
     return AccuracyReport(env_id=label_env, policy=label, config=config, truth=summary, rows=rows)
 
 
@@ -440,10 +499,14 @@ def main(
     max_context_tokens: int = typer.Option(0, help="context token budget of the Collector (0: the policy's)"),
     save_episodes: str = typer.Option("", help="write the base episodes with their truth to this .jsonl (for `creditgym view`)"),
     truth: str = typer.Option("", help="reuse the episodes and truth of a --save-episodes file (env annotations replayed)"),
+    critic_episodes: int = typer.Option(0, help="held-out episodes the critic estimators' critic is fitted on (0: as many as --episodes)"),
+    critic_steps: int = typer.Option(400, help="optimizer steps of the critic fit"),
+    critic_lr: float = typer.Option(1e-3, help="learning rate of the PPO critic (a copy of the policy's network)"),
 ) -> None:
     """Measure every credit estimator's turn advantages against Monte-Carlo truth (docs/accuracy.md)."""
     try:
         env_id, kwargs = import_env_source(env), json_object(env_kwargs, example='{"hops": 3}')
+        critic = CriticSettings(critic_episodes or None, critic_steps, lr=critic_lr, seed=seed)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
     names = None if estimators == "all" else [s.strip() for s in estimators.split(",") if s.strip()]
@@ -451,7 +514,7 @@ def main(
         env_id, policy, episodes=episodes, group_size=group_size, branches=branches, estimators=names, seed=seed,
         env_kwargs=kwargs, gamma=gamma, epsilon=epsilon, history=history or None,
         max_context_tokens=max_context_tokens or None, save_episodes=save_episodes or None,
-        truth_from=truth or None,
+        truth_from=truth or None, critic=critic,
     )  # fmt: skip
     typer.echo(report.table())
     if json_out:

@@ -40,7 +40,7 @@ from creditgym.trainers import losses
 from creditgym.trainers.logprobs import first_loss_position, forward_logprobs, micro_batches, row_lengths
 from creditgym.trainers.loop import TrainerLoop, check_finite_config
 from creditgym.trainers.schedule import Learner, build_optimizer, optimizer_step
-from creditgym.trainers.value_heads import MLPHead, final_prompt_ids, fit_binary, pooled_features, prompt_ids
+from creditgym.trainers.value_heads import MLPHead, fit_binary, pooled_features, state_sequences
 from creditgym.trajectory import Episode, episode_success
 
 __all__ = [
@@ -266,9 +266,8 @@ class DigiRLTrainer(TrainerLoop):
     def state_features(self, ep: Episode) -> torch.Tensor:
         """`[n + 1, H]`: the frozen features of each turn's state and of the state after the last turn."""
         if ep.episode_id not in self._features:
-            seqs = [prompt_ids(ep, k) for k in range(ep.num_turns)] + [final_prompt_ids(ep)]
             cfg = self.config
-            self._features[ep.episode_id] = pooled_features(self.feature_model, seqs, cfg.token_budget, cfg.feature_layer)
+            self._features[ep.episode_id] = pooled_features(self.feature_model, state_sequences(ep), cfg.token_budget, cfg.feature_layer)
         return self._features[ep.episode_id]
 
     def step_values(self, ep: Episode) -> torch.Tensor:

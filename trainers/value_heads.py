@@ -15,7 +15,7 @@ import torch
 from creditgym.trainers.logprobs import micro_batches
 from creditgym.trajectory import Episode
 
-__all__ = ["MLPHead", "binary_auc", "final_prompt_ids", "fit_binary", "pooled_features", "polyak_", "prompt_ids"]
+__all__ = ["MLPHead", "binary_auc", "final_prompt_ids", "fit_binary", "pooled_features", "polyak_", "prompt_ids", "state_sequences"]
 
 
 def prompt_ids(ep: Episode, k: int) -> list[int]:
@@ -37,6 +37,11 @@ def final_prompt_ids(ep: Episode) -> list[int]:
     for t in ep.turns:
         out += [*t.obs_ids, *t.action_ids]
     return out + list(ep.final_obs_ids)
+
+
+def state_sequences(ep: Episode) -> list[list[int]]:
+    """The token sequences of `ep`'s states a critic values: before each turn, then after the last."""
+    return [prompt_ids(ep, k) for k in range(ep.num_turns)] + [final_prompt_ids(ep)]
 
 
 @torch.no_grad()

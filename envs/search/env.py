@@ -99,6 +99,19 @@ def load_task_file(path: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _hop_range(hops: Any) -> tuple[int, int]:
+    """`hops` as (min, max): an int n is (n, n); anything else must be a pair of ints 1 <= min <= max."""
+    if isinstance(hops, int) and not isinstance(hops, bool):
+        hops = (hops, hops)
+    try:
+        lo, hi = (int(h) for h in hops)
+    except (TypeError, ValueError):
+        raise ValueError(f"hops must be an int or a [min, max] pair of ints, e.g. 3 or [1, 3]; got {hops!r}") from None
+    if not 1 <= lo <= hi:
+        raise ValueError(f"hops must satisfy 1 <= min <= max, got {[lo, hi]}")
+    return lo, hi
+
+
 class SearchEnv(TextEnv):
     """Search-augmented QA. See docs/envs/search.md for the observation and reward details."""
 
@@ -108,7 +121,7 @@ class SearchEnv(TextEnv):
     def __init__(
         self,
         split: str = "train",
-        hops: tuple[int, int] = (1, 3),
+        hops: int | tuple[int, int] = (1, 3),
         distractors: int = 2,
         doc_noise: float = 0.3,
         corpus: str = "shared",
@@ -138,7 +151,7 @@ class SearchEnv(TextEnv):
             raise ValueError(f"retriever must be 'bm25', 'dense' or 'http', got {retriever!r}")
         if prompt_style not in PROMPTS:
             raise ValueError(f"prompt_style must be one of {sorted(PROMPTS)}, got {prompt_style!r}")
-        self.hops = (int(hops[0]), int(hops[1]))
+        self.hops = _hop_range(hops)
         self.distractors, self.doc_noise, self.corpus = int(distractors), float(doc_noise), corpus
         self.retriever, self.topk, self.reward = retriever, int(topk), reward
         self.task_topk = int(topk)  # the top-k a task's hops must be solvable at (SimSearch keeps Search-v0's)

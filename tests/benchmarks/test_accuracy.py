@@ -248,12 +248,14 @@ class _ModelLikeChainPolicy(ScriptedPolicy):
     model = torch.nn.Identity()
 
 
-def test_model_policy_runs_probe_estimators_and_skips_the_critic():
+def test_model_policy_runs_probe_estimators_and_skips_a_critic_without_a_network():
+    """A policy with log-probabilities but no network a critic can copy: probes run, gae is skipped
+    (tests/benchmarks/test_accuracy_critic.py measures critics with a network)."""
     policy = _ModelLikeChainPolicy(chain.ENV_ID, epsilon=EPS, seed=2)
     report = measure_accuracy(chain.ENV_ID, policy, episodes=8, group_size=4, branches=4, estimators=["siop", "gae", "grpo"])
     rows = {r.name: r for r in report.rows}
     assert rows["siop"].skipped is None and not math.isnan(rows["siop"].episodes_per_sample)
-    assert rows["gae"].skipped is not None and "critic" in rows["gae"].skipped
+    assert rows["gae"].skipped is not None and "no base_model()" in rows["gae"].skipped
     assert rows["grpo"].skipped is None
 
 

@@ -230,6 +230,10 @@ def test_split_kwarg_and_bad_knobs():
         SearchEnv(distractors=9).reset(seed=0)
     with pytest.raises(ValueError, match="not a search task id"):
         task_from_id("search/test/bogus")
+    assert SearchEnv(hops=3).hops == (3, 3) and SearchEnv(hops=[1, 2]).hops == (1, 2)  # an int is an exact hop count
+    for bad in ("3", [3], [0, 2], [3, 1]):
+        with pytest.raises(ValueError, match="hops must"):
+            SearchEnv(hops=bad)
 
 
 def test_prompt_styles_and_prompt_path(tmp_path):
