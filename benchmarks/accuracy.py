@@ -26,6 +26,7 @@ import numpy as np
 import typer
 
 from creditgym.agents import probes
+from creditgym.agents.base import Sampling
 from creditgym.agents.offline import mc_values, return_to_go
 from creditgym.agents.pretrained import load
 from creditgym.agents.rollout import Collector, derive_seed
@@ -229,6 +230,7 @@ CRITIC_SEED = 0xC217C  # the fit set's seed is derive_seed(seed, CRITIC_SEED): t
 def collect_critic_set(
     policy: Any, env_id: str | Sequence[Any], settings: CriticSettings, n_base: int, group_size: int, seed: int,
     env_kwargs: Mapping[str, Any] | None, history: Any, max_context_tokens: int | None, progress: bool = False,
+    sampling: Sampling | None = None,
 ) -> CriticFitSet:
     """Collect the critic's held-out fit set: `settings.episodes` (None: `n_base`) episodes of
     `policy` in whole groups, seeded apart from the base episodes."""
@@ -238,7 +240,7 @@ def collect_critic_set(
     t0 = time.perf_counter()
     n_groups = max(1, math.ceil((settings.episodes or n_base) / group_size))
     collector = Collector(policy, env_id, group_size=group_size, env_kwargs=env_kwargs, history=history,
-                          max_context_tokens=max_context_tokens, progress=progress)  # fmt: skip
+                          max_context_tokens=max_context_tokens, progress=progress, sampling=sampling)  # fmt: skip
     try:
         eps = [e for e in mark_excluded_groups(collector.collect(n_groups, seed=derive_seed(seed, CRITIC_SEED))) if not excluded(e)]
     finally:
@@ -394,6 +396,7 @@ def measure_accuracy(
     truth_from: str | None = None,
     critic: CriticSettings | None = None,
     progress: bool = False,
+    sampling: Sampling | None = None,
 ) -> AccuracyReport:
     """Measure every estimator in `estimators` (None: all of `creditgym.credit.ESTIMATORS`) against
     Monte-Carlo truth on `episodes` base episodes (rounded up to whole groups of `group_size`).
@@ -413,7 +416,8 @@ def measure_accuracy(
     (seconds instead of minutes), their env annotations (`abstract_state`, `state_key`) recomputed by
     replaying each episode's actions in the env built from `env_id` and `env_kwargs`, so a new
     abstraction or estimator is measured against the same truth (`reannotate`). `progress`: a rich
-    progress bar per collection (base, truth branches, each estimator's own rollouts).
+    progress bar per collection (base, truth branches, each estimator's own rollouts). `sampling`: a
+    model policy's decoding (None: the Collector's, temperature 1 and 256 new tokens per action).
     """
     if branches < 2:
         raise ValueError(f"branches must be >= 2 (the truth's error and noise ceiling need two halves), got {branches}")
@@ -430,7 +434,8 @@ def measure_accuracy(
     greedy = any(needs_of[n].get("greedy") for n in names if skipped[n] is None)
     num_groups = max(1, math.ceil(episodes / group_size))
     collector = Collector(pol, env_id, group_size=group_size, env_kwargs=env_kwargs, greedy_baseline=greedy,
-                          history=history, max_context_tokens=max_context_tokens, progress=progress)  # fmt: skip
+                          history=history, max_context_tokens=max_context_tokens, progress=progress,
+                          sampling=sampling)  # fmt: skip
     try:
         if truth_from:
             base, truth, base_s, truth_s, branches = _load_truth(truth_from, env_id, env_kwargs)
@@ -452,7 +457,7 @@ def measure_accuracy(
         fitset = None
         if any(skipped[n] is None and needs_of[n].get("values") == "critic" for n in names):
             fitset = collect_critic_set(pol, env_id, critic, len(base), group_size, seed, env_kwargs, history,
-                                        max_context_tokens, progress)  # fmt: skip
+                                        max_context_tokens, progress, sampling)  # fmt: skip
         for name in names:
             if skipped[name] is not None:
                 rows.append(EstimatorRow(name=name, skipped=skipped[name]))
@@ -482,7 +487,7 @@ def measure_accuracy(
     config = {"episodes": episodes, "group_size": group_size, "branches": branches, "seed": seed, "gamma": gamma,
               "epsilon": epsilon if policy == "scripted" else None, "env_kwargs": dict(env_kwargs or {}),
               "history": history, "max_context_tokens": max_context_tokens, "truth_from": truth_from,
-              "critic": dataclasses.asdict(critic)}  # fmt: skip
+              "critic": dataclasses.asdict(critic), "sampling": dataclasses.asdict(sampling) if sampling else None}  # fmt: skip
     return AccuracyReport(env_id=label_env, policy=label, config=config, truth=summary, rows=rows)
 
 
@@ -506,6 +511,8 @@ def main(
     critic_steps: int = typer.Option(400, help="optimizer steps of the critic fit"),
     critic_lr: float = typer.Option(1e-3, help="learning rate of the PPO critic (a copy of the policy's network)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="a progress bar per collection"),
+    temperature: float = typer.Option(1.0, help="a model policy's sampling temperature"),
+    max_new_tokens: int = typer.Option(256, help="a model policy's new tokens per action"),
 ) -> None:
     """Measure every credit estimator's turn advantages against Monte-Carlo truth (docs/accuracy.md)."""
     try:
@@ -519,6 +526,7 @@ def main(
         env_kwargs=kwargs, gamma=gamma, epsilon=epsilon, history=history or None,
         max_context_tokens=max_context_tokens or None, save_episodes=save_episodes or None,
         truth_from=truth or None, critic=critic, progress=progress,
+        sampling=Sampling(temperature=temperature, max_new_tokens=max_new_tokens),
     )  # fmt: skip
     typer.echo(report.table())
     if json_out:

@@ -230,13 +230,14 @@ def test_cli_bench_accuracy_prints_table_and_writes_json(tmp_path):
     out = tmp_path / "acc.json"
     args = ["bench", "accuracy", f"creditgym.benchmarks.accuracy_envs:{chain.ENV_ID}", "--epsilon", "0.8",
             "--episodes", "8", "--group-size", "4", "--branches", "4", "--estimators", "grpo,spo,siop",
-            "--json", str(out), "--env-kwargs", '{"length": 2}']  # fmt: skip
+            "--json", str(out), "--env-kwargs", '{"length": 2}', "--max-new-tokens", "8", "--no-progress"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "| grpo |" in result.output and "noise ceiling" in result.output
     data = json.loads(out.read_text())
     assert [r["name"] for r in data["rows"]] == ["grpo", "spo", "siop"]
     assert data["config"]["env_kwargs"] == {"length": 2} and data["truth"]["mean_turns"] == 2.0
+    assert data["config"]["sampling"]["max_new_tokens"] == 8 and data["config"]["critic"]["steps"] == 400
     assert data["rows"][2]["skipped"].startswith("needs a model policy")
     bad = CliRunner().invoke(app, ["bench", "accuracy", chain.ENV_ID, "--env-kwargs", "[1]"])
     assert bad.exit_code != 0
