@@ -60,6 +60,16 @@ def test_refused_expressions(expr: str, msg: str) -> None:
         calculate(expr)
 
 
+def test_a_malformed_number_is_a_syntax_error_without_a_warning() -> None:
+    """Python warns (SyntaxWarning) on "1a" before failing; the model's typo must only be an observation."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(CalculatorError, match="syntax error"):
+            calculate("1a + 2")
+
+
 def test_format_number() -> None:
     assert format_number(3) == "3"
     assert format_number(2.0) == "2"
