@@ -113,7 +113,7 @@ def calculate(expression: str) -> str:
     if len(expression) > MAX_CHARS:
         raise CalculatorError(f"expression longer than {MAX_CHARS} characters")
     try:
-        with warnings.catch_warnings():  # a model's "2a" is a syntax error for the observation, not a warning on stderr
+        with warnings.catch_warnings():  # a model's "1and 2" is refused in the observation, not warned about on stderr
             warnings.simplefilter("ignore", SyntaxWarning)
             tree = ast.parse(expression.strip(), mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError) as e:

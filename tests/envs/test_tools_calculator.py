@@ -60,14 +60,14 @@ def test_refused_expressions(expr: str, msg: str) -> None:
         calculate(expr)
 
 
-def test_a_malformed_number_is_a_syntax_error_without_a_warning() -> None:
-    """Python warns (SyntaxWarning) on "1a" before failing; the model's typo must only be an observation."""
+def test_a_number_glued_to_a_keyword_is_refused_without_a_warning() -> None:
+    """Python parses "1and 2" with a SyntaxWarning on stderr; the model's typo must only be an observation."""
     import warnings
 
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        with pytest.raises(CalculatorError, match="syntax error"):
-            calculate("1a + 2")
+        with pytest.raises(CalculatorError, match="not allowed"):
+            calculate("1and 2")
     assert not [w for w in seen if issubclass(w.category, SyntaxWarning)]
 
 
