@@ -250,7 +250,7 @@ def collect_critic_set(
 
 def _run_estimator(
     name: str, collector: Collector, base: Sequence[Episode], truth: TurnTruth, base_s: float, greedy_eps: int,
-    metadata: Mapping[str, Any] | None = None, critic: CriticFitSet | None = None,
+    metadata: Mapping[str, Any] | None = None, critic: CriticFitSet | None = None, progress: bool = False,
 ) -> EstimatorRow:
     fn = ESTIMATORS[name]
     needs = dict(getattr(fn, "needs", {}) or {})
@@ -273,7 +273,7 @@ def _run_estimator(
     if needs.get("values") == "critic":
         if critic is None:
             raise ValueError(f"estimator {name!r} needs a critic and no fit set was collected")
-        attach = fit_critic(name, critic.backbone, critic.episodes, critic.settings, needs.get("outcome_key"))
+        attach = fit_critic(name, critic.backbone, critic.episodes, critic.settings, needs.get("outcome_key"), progress)
         batch = attach(batch, trained)
         fit_s, fit_n = critic.collect_s, len(critic.episodes)
     adv = compute(name, batch)
@@ -465,7 +465,8 @@ def measure_accuracy(
             if needs_of[name].get("probe") and metadata is None:
                 metadata = _env_metadata(env_id, env_kwargs)
             try:
-                rows.append(_run_estimator(name, collector, base, truth, base_s, num_groups if greedy else 0, metadata, fitset))
+                rows.append(_run_estimator(name, collector, base, truth, base_s, num_groups if greedy else 0, metadata,
+                                           fitset, progress))  # fmt: skip
             except (ValueError, TypeError, KeyError, RuntimeError) as e:  # one estimator's failure is a row, not a crash
                 log.warning("accuracy: estimator %r failed: %s", name, e)
                 rows.append(EstimatorRow(name=name, skipped=f"failed: {type(e).__name__}: {e}"))

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -94,27 +94,34 @@ class _Owner:
 
 def fit_critic(
     name: str, backbone: torch.nn.Module, fit: Sequence[Episode], settings: CriticSettings,
-    outcome_key: str | None = None,
+    outcome_key: str | None = None, progress: bool = False,
 ) -> Any:
     """Fit `name`'s critic on the episodes `fit`; returns `attach(batch, episodes)`: the CreditBatch
     of `episodes` with the critic's values on it (`values_BK` with the bootstrap column of truncated
-    episodes, and `token_values_BT` for PPO's critic). `backbone` is copied, never changed."""
+    episodes, and `token_values_BT` for PPO's critic). `backbone` is copied, never changed.
+    `progress`: a rich progress bar over the PPO critic's optimizer steps."""
     if not fit:
         raise ValueError(f"estimator {name!r}: the critic's fit set is empty; collect more critic episodes")
     if critic_kind(name) == "step":
         return _fit_step_critic(backbone, fit, settings)
-    return _fit_ppo_critic(name, backbone, fit, settings, outcome_key)
+    return _fit_ppo_critic(name, backbone, fit, settings, outcome_key, progress)
 
 
 def _fit_ppo_critic(
-    name: str, backbone: torch.nn.Module, fit: Sequence[Episode], settings: CriticSettings, outcome_key: str | None
+    name: str, backbone: torch.nn.Module, fit: Sequence[Episode], settings: CriticSettings, outcome_key: str | None,
+    progress: bool = False,
 ) -> Any:
     cfg = PPOConfig(estimator=name, estimator_cfg={}, critic="separate", critic_lr=settings.lr, ppo_epochs=1)
     critic = Critic(cast(Any, _Owner(backbone)), cfg)  # a Critic reads only its policy's base_model()
     gen = torch.Generator().manual_seed(settings.seed)
     n, bs = len(fit), min(settings.batch_episodes, len(fit))
     order: list[int] = []
-    for _ in range(settings.steps):
+    steps: Iterable[int] = range(settings.steps)
+    if progress:
+        from rich.progress import track
+
+        steps = track(steps, description=f"fitting {name}'s critic")
+    for _ in steps:
         if len(order) < bs:  # a new shuffled pass (minibatches never straddle two passes)
             order = torch.randperm(n, generator=gen).tolist()
         mb, order = [fit[i] for i in order[:bs]], order[bs:]

@@ -75,7 +75,7 @@ def test_fitted_critic_values_track_the_closed_form(chain_sets, name, steps):
 def test_the_critic_copies_the_network_and_leaves_it_alone(chain_sets):
     policy, fit, _ = chain_sets
     before = [p.detach().clone() for p in policy.model.parameters()]
-    fit_critic("gae", policy.model, fit, CriticSettings(steps=3))
+    fit_critic("gae", policy.model, fit, CriticSettings(steps=3), progress=True)  # with its progress bar
     fit_critic("digirl", policy.model, fit, CriticSettings(steps=3))
     assert all(torch.equal(a, b) for a, b in zip(before, policy.model.parameters(), strict=True))
     assert critic_kind("digirl") == "step" and critic_kind("gae") == "ppo"
