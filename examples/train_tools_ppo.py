@@ -1,6 +1,6 @@
 """PPO with a learned critic and turn-level GAE on the tool-calling env.
 
-    python examples/train_tools_ppo.py --steps 20 --estimator-cfg '{"level": "token", "gamma": 1.0, "lam": 0.95}'
+    python examples/train_tools_ppo.py --steps 20 --estimator-cfg '{"level": "token", "gamma": 1.0, "lam": 1.0}'
     python examples/train_tools_ppo.py --env-kwargs '{"difficulty": 1, "otc": "ppo"}'  # OTC-PPO (env side)
     python examples/train_tools_ppo.py --reward-transforms '["otc_grpo"]'   # OTC-GRPO: fewest correct calls
 

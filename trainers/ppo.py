@@ -42,7 +42,7 @@ class PPOConfig(RLConfig):
 
     estimator: str = "gae"
     """A critic-based estimator (needs={"values": "critic"}); gae by default."""
-    estimator_cfg: dict[str, Any] = field(default_factory=lambda: {"level": "token", "gamma": 1.0, "lam": 0.95})
+    estimator_cfg: dict[str, Any] = field(default_factory=lambda: {"level": "token", "gamma": 1.0, "lam": 1.0})
     """GAE knobs: level "token" | "turn" | "hierarchical", gamma, lam (verl: gamma 1.0, lam 1.0 for LLMs)."""
     critic: str = "separate"
     """"separate" (a copy of the policy network with a value head) or "value_head" (shares the policy's network)."""
