@@ -9,10 +9,10 @@ episodes the truth was measured on:
   1[return-to-go > 0] with DigiRLConfig's knobs; the value is the smaller of the two probabilities.
 * every other critic estimator (`gae`, a user's): PPOTrainer's `Critic` (trainers/ppo.py): a copy
   of the policy's network with a scalar head, fitted by PPO's value regression towards the
-  estimator's own returns at its default knobs (for `gae`, lambda-returns): `steps` optimizer steps,
+  estimator's own returns at its default knobs (for `gae`, lambda-returns; at its default lambda 1 the Monte-Carlo returns): `steps` optimizer steps,
   each on a minibatch of `batch_episodes` episodes drawn in shuffled passes over the fit set. A value
-  head starts at 0, so it takes a few hundred steps to fit (on the chain env, 100 steps leave the
-  values' correlation with the closed-form ones at 0.7, 800 reach 0.99).
+  head starts at 0, so it takes hundreds of steps to fit (on the chain env a random-init network
+  sits at correlation 0.73 with the closed-form values until 800 steps of 4 episodes reach 0.998).
 
 Held out, not in-sample: a critic fitted on the very episodes it then values memorises their returns,
 and GAE's advantages collapse towards 0 (an estimate no trainer sees: PPO values a batch before it
