@@ -31,10 +31,9 @@ from typing import Any, cast
 
 import torch
 
-from creditgym.agents.offline import return_to_go
 from creditgym.batch import CreditBatch
 from creditgym.credit import compute
-from creditgym.trainers.digirl import DigiRLConfig
+from creditgym.trainers.digirl import DigiRLConfig, pack_step_values, step_targets
 from creditgym.trainers.ppo import Critic, PPOConfig
 from creditgym.trainers.value_heads import MLPHead, fit_binary, pooled_features, state_sequences
 from creditgym.trajectory import Episode
@@ -140,7 +139,7 @@ def _fit_step_critic(backbone: torch.nn.Module, fit: Sequence[Episode], settings
         return pooled_features(frozen, state_sequences(ep), cfg.token_budget, cfg.feature_layer)
 
     X_ND = torch.cat([features(e)[:-1] for e in fit])
-    y_N = torch.tensor([float(g > 0) for e in fit for g in return_to_go([t.reward for t in e.turns])])
+    y_N = step_targets(fit)
     head = MLPHead(int(X_ND.shape[1]), cfg.critic_hidden, 2, seed=settings.seed + 1)  # two heads, min of both
     head.set_scale(X_ND)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.critic_lr)
@@ -148,12 +147,8 @@ def _fit_step_critic(backbone: torch.nn.Module, fit: Sequence[Episode], settings
     fit_binary(head, opt, X_ND, y_N, epochs, cfg.critic_batch, torch.Generator().manual_seed(settings.seed))
 
     def attach(batch: CreditBatch, episodes: Sequence[Episode]) -> CreditBatch:
-        V_BK = torch.zeros(batch.B, batch.K, dtype=torch.float64)
-        with torch.no_grad():
-            for b, e in enumerate(episodes):
-                v = torch.sigmoid(head(features(e))).min(-1).values
-                m = min(e.num_turns + int(e.truncated), batch.K)  # the bootstrap slot only after truncation, as DigiRLTrainer
-                V_BK[b, :m] = v[:m].double()
-        return batch.with_values(values_BK=V_BK)
+        with torch.no_grad():  # DigiRLTrainer.step_values: the smaller of the two heads' probabilities
+            values = [torch.sigmoid(head(features(e))).min(-1).values for e in episodes]
+        return batch.with_values(values_BK=pack_step_values(values, episodes, batch.K))
 
     return attach

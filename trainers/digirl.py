@@ -44,7 +44,8 @@ from creditgym.trainers.value_heads import MLPHead, fit_binary, pooled_features,
 from creditgym.trajectory import Episode, episode_success
 
 __all__ = [
-    "DigiRLConfig", "DigiRLTrainer", "curriculum_keep", "filtered_bc", "step_weights", "weighted_nll",
+    "DigiRLConfig", "DigiRLTrainer", "curriculum_keep", "filtered_bc", "pack_step_values", "step_targets",
+    "step_weights", "weighted_nll",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,21 @@ def curriculum_keep(r_N: torch.Tensor, v_inst_N: torch.Tensor, quantile: float |
         return torch.ones_like(r_N, dtype=torch.bool)
     a_N = r_N.double() - v_inst_N.double()
     return a_N >= torch.quantile(a_N, float(quantile))
+
+
+def step_targets(episodes: Sequence[Episode]) -> torch.Tensor:
+    """The step critic's labels, one per turn of each episode in order: 1[return-to-go > 0]."""
+    return torch.tensor([float(g > 0) for e in episodes for g in return_to_go([t.reward for t in e.turns])])
+
+
+def pack_step_values(values: Sequence[torch.Tensor], episodes: Sequence[Episode], K: int) -> torch.Tensor:
+    """`values_BK` from each episode's step values (`[n + 1]`, the last after its final step): its
+    turns' values, and the bootstrap slot only after truncation (a terminated episode's next value is 0)."""
+    V_BK = torch.zeros(len(episodes), K)
+    for b, (v, e) in enumerate(zip(values, episodes, strict=True)):
+        n = min(e.num_turns + int(e.truncated), K)
+        V_BK[b, :n] = v[:n]
+    return V_BK
 
 
 def step_weights(adv_BK: torch.Tensor, mask_BK: torch.Tensor, weighting: str, beta: float = 0.1, cap: float = 20.0) -> torch.Tensor:
@@ -288,7 +304,7 @@ class DigiRLTrainer(TrainerLoop):
         X0 = torch.stack([f[0] for f in feats])
         y0 = torch.tensor([float(episode_success(e) > 0) for e in self.buffer])
         Xs = torch.cat([f[:-1] for f in feats])
-        ys = torch.tensor([float(g > 0) for e in self.buffer for g in return_to_go([t.reward for t in e.turns])])
+        ys = step_targets(self.buffer)
         if self.step_idx == 0:
             self.v_inst.set_scale(X0)
             self.v_step.set_scale(Xs)
@@ -323,11 +339,7 @@ class DigiRLTrainer(TrainerLoop):
         idx = torch.randperm(len(kept), generator=self.gen)[: cfg.actor_batch_episodes].tolist()
         eps = [kept[i] for i in idx]
         batch = CreditBatch.from_episodes(eps)
-        V_BK = torch.zeros(batch.B, batch.K)
-        for b, e in enumerate(eps):
-            v = self.step_values(e)
-            n = min(e.num_turns + int(e.truncated), batch.K)
-            V_BK[b, :n] = v[:n]
+        V_BK = pack_step_values([self.step_values(e) for e in eps], eps, batch.K)
         adv = compute("digirl", batch.with_values(values_BK=V_BK), lam=cfg.lam, variant=cfg.adv_variant)
         w_BK = step_weights(adv.turn_BK, batch.turn_mask_BK, cfg.weighting, cfg.awr_beta, cfg.awr_max_weight)
         if not bool((w_BK > 0).any()):
